@@ -1,0 +1,5 @@
+import sys
+
+from gptcls.cli import main
+
+sys.exit(main())

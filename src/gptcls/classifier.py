@@ -1,0 +1,194 @@
+"""The classifier: a backbone, a pooling rule and a linear head; and its run directory.
+
+The model is split at the first trainable block. Everything below (the "trunk") is frozen,
+so its output for a text never changes during training and can be computed once (train.py
+caches it); only the "top" (trainable blocks, final norm, head) runs every step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from gptcls.errors import GptclsError
+from gptcls.models import Backbone, ModelConfig, build_backbone
+from gptcls.tokenizers import Tokenizer, load_tokenizer
+
+FORMAT_VERSION = 1
+# last: the last real token (default; independent of padding). last-position: the last position
+# of a sequence padded to max_length, as the book does (it reads a pad token for short texts).
+SINGLE_POSITION_POOLINGS = ("last", "last-position", "first")
+POOLINGS = (*SINGLE_POSITION_POOLINGS, "mean")
+
+
+@dataclass
+class ClassifierConfig:
+    """Everything needed to rebuild a trained classifier, stored as config.json."""
+
+    model: ModelConfig
+    labels: list[str]
+    max_length: int
+    tokenizer: dict[str, Any]
+    pooling: str = "last"
+    trainable_blocks: int = 1
+    train_final_norm: bool = True
+    backbone: dict[str, Any] = field(default_factory=dict)  # preset name and weight source
+    threshold: float | None = None  # binary tasks: P(labels[1]) >= threshold -> labels[1]
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
+        d = dict(d)
+        d["model"] = ModelConfig.from_dict(d["model"])
+        return cls(**d)
+
+
+class ClassifierModel(nn.Module):
+    def __init__(self, backbone: Backbone, num_classes: int, pooling: str = "last"):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise GptclsError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.emb_dim, num_classes)
+        self.pooling = pooling
+        self.first_trainable = backbone.config.n_layers  # set by set_trainable
+
+    def set_trainable(self, n_blocks: int, final_norm: bool = True) -> None:
+        """Freeze the backbone but its last `n_blocks` blocks (and final norm); the head trains."""
+        n_layers = self.backbone.config.n_layers
+        if not 0 <= n_blocks <= n_layers:
+            raise GptclsError(f"trainable blocks must be between 0 and {n_layers}, got {n_blocks}")
+        self.backbone.requires_grad_(False)
+        for block in self.backbone.blocks[n_layers - n_blocks:]:
+            block.requires_grad_(True)
+        self.backbone.final_norm.requires_grad_(final_norm)
+        self.head.requires_grad_(True)
+        self.first_trainable = n_layers - n_blocks
+
+    def trunk(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, C) activations entering the first trainable block."""
+        return self.backbone.run_blocks(self.backbone.embed(idx), 0, self.first_trainable)
+
+    def top(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) trunk activations and (B,) real lengths -> (B, num_classes) logits."""
+        bb, start = self.backbone, self.first_trainable
+        if self.pooling in SINGLE_POSITION_POOLINGS:
+            pos = lengths - 1 if self.pooling != "first" else torch.zeros_like(lengths)
+            if start < bb.config.n_layers:
+                # The last block queries only the pooled position: keys/values still see all.
+                x = bb.run_blocks(x, start, None, query_pos=pos)[:, 0]  # (B, C)
+            else:
+                x = x[torch.arange(x.shape[0], device=x.device), pos]  # (B, C)
+            return self.head(bb.final_norm(x))
+        x = bb.final_norm(bb.run_blocks(x, start))  # (B, T, C)
+        mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).to(x.dtype)
+        pooled = (x * mask[..., None]).sum(1) / lengths[:, None].to(x.dtype)  # (B, C)
+        return self.head(pooled)
+
+    def forward(self, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.top(self.trunk(idx), lengths)
+
+    def trunk_is_cacheable(self) -> bool:
+        """True when the trunk is frozen and deterministic, so its output can be computed once."""
+        frozen = not any(p.requires_grad for p in self.backbone.tok_emb.parameters())
+        frozen = frozen and not any(
+            p.requires_grad for b in self.backbone.blocks[: self.first_trainable]
+            for p in b.parameters())
+        return frozen and self.backbone.config.drop_rate == 0.0
+
+
+def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int,
+                 pooling: str = "last") -> list[list[int]]:
+    """Token ids, truncated to max_length (keeping the start, as the book does).
+
+    For `last-position` pooling every text is padded to max_length with the pad token, which
+    reproduces the book's fixed-length batches: its pooled position is the last one.
+    """
+    ids = [seq[:max_length] for seq in tokenizer.encode_batch(list(texts))]
+    for i, seq in enumerate(ids):
+        if not seq:
+            raise GptclsError(f"text {i + 1} is empty after tokenization; nothing to classify")
+    if pooling == "last-position":
+        ids = [seq + [tokenizer.pad_id] * (max_length - len(seq)) for seq in ids]
+    return ids
+
+
+def pad_batch(seqs: Sequence[torch.Tensor], pad_value: float | int = 0
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (T_i, ...) tensors to (B, T_max, ...); also return (B,) lengths."""
+    lengths = torch.tensor([len(s) for s in seqs])
+    out = seqs[0].new_full((len(seqs), int(lengths.max()), *seqs[0].shape[1:]), pad_value)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return out, lengths
+
+
+def weights_state_dict(model: ClassifierModel) -> dict[str, torch.Tensor]:
+    """The state dict without the tied LM head copy (safetensors refuses shared tensors)."""
+    sd = model.state_dict()
+    if model.backbone.config.tie_embeddings:
+        sd.pop("backbone.out_head.weight", None)
+    return {k: v.contiguous() for k, v in sd.items()}
+
+
+def load_weights(model: ClassifierModel, sd: dict[str, torch.Tensor]) -> None:
+    if model.backbone.config.tie_embeddings:
+        sd = {**sd, "backbone.out_head.weight": sd["backbone.tok_emb.weight"]}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise GptclsError(f"weights do not match the model: missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}")
+    model.backbone.tie_weights()
+
+
+def save_run(directory: Path, config: ClassifierConfig, model: ClassifierModel,
+             tokenizer: Tokenizer) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config.tokenizer = tokenizer.save(directory)
+    save_file(weights_state_dict(model), str(directory / "model.safetensors"),
+              metadata={"format": "pt", "gptcls_format_version": str(FORMAT_VERSION)})
+    (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def read_run_config(directory: Path) -> ClassifierConfig:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise GptclsError(f"run directory not found: {directory}")
+    for name in ("config.json", "model.safetensors"):
+        if not (directory / name).is_file():
+            raise GptclsError(f"incomplete run directory {directory}: {name} is missing")
+    try:
+        raw = json.loads((directory / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GptclsError(f"{directory / 'config.json'} is not valid JSON: {exc}") from None
+    version = raw.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise GptclsError(f"{directory} has run format {version!r}; this gptcls reads up to "
+                          f"{FORMAT_VERSION}: upgrade gptcls")
+    try:
+        return ClassifierConfig.from_dict(raw)
+    except (KeyError, TypeError) as exc:
+        raise GptclsError(f"{directory / 'config.json'} is malformed: {exc}") from None
+
+
+def load_run(directory: Path) -> tuple[ClassifierConfig, ClassifierModel, Tokenizer]:
+    """Rebuild a saved classifier: no pickle, no network."""
+    config = read_run_config(directory)
+    model = ClassifierModel(build_backbone(config.model), len(config.labels), config.pooling)
+    load_weights(model, load_file(str(Path(directory) / "model.safetensors")))
+    model.set_trainable(config.trainable_blocks, config.train_final_norm)
+    tokenizer = load_tokenizer(config.tokenizer, Path(directory))
+    return config, model.eval(), tokenizer

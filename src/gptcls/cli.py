@@ -1,0 +1,191 @@
+"""Command line: parse, call the library, print. Errors become one line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gptcls.errors import GptclsError
+
+EXAMPLES = [
+    "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
+    "Hey, just wanted to check if we're still on for dinner tonight? Let me know!",
+]
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from gptcls.classifier import POOLINGS
+    from gptcls.pipeline import DEFAULT_MODEL
+
+    p = sub.add_parser("train", help="fine-tune a classifier and save a run directory")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"backbone preset or path (default: {DEFAULT_MODEL})")
+    p.add_argument("--weights", default="pretrained",
+                   help="pretrained (default), random, or a path to local weights")
+    p.add_argument("--data", help="local SMSSpamCollection file (default: download it)")
+    p.add_argument("--out", default="runs/sms-spam", help="run directory to write")
+    p.add_argument("--cache", help="cache directory (default: $GPTCLS_CACHE or ~/.cache/gptcls)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate of the trainable blocks")
+    p.add_argument("--head-lr", type=float, help="learning rate of the head (default: --lr)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--trainable-blocks", type=int, help="how many top blocks to fine-tune")
+    p.add_argument("--pooling", choices=POOLINGS, default="last")
+    p.add_argument("--max-length", type=int, help="cap on tokens per text")
+    p.add_argument("--seed", type=int, help="training seed (default 123)")
+    p.add_argument("--split-seed", type=int, default=123)
+    p.add_argument("--no-balance", dest="balance", action="store_false",
+                   help="keep the class imbalance (default: undersample the majority)")
+    p.add_argument("--eval-freq", type=int)
+    p.add_argument("--eval-iter", type=int)
+    p.add_argument("--no-cache-trunk", dest="cache_trunk", action="store_false", default=None,
+                   help="run the frozen layers every step instead of caching their output")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--classify", nargs="*", default=None, metavar="TEXT",
+                   help="texts to classify after training (default: two examples)")
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="label texts with a trained run directory")
+    p.add_argument("run_dir")
+    p.add_argument("texts", nargs="*", help="texts; '-' reads one text per line from stdin")
+    p.add_argument("--file", help="read one text per line from this file")
+    p.add_argument("--device", default="auto")
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="continue a prompt with a backbone (sanity check)")
+    p.add_argument("prompt")
+    p.add_argument("--model", default="gpt2-small")
+    p.add_argument("--weights", default="pretrained")
+    p.add_argument("--cache")
+    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--seed", type=int, default=123)
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import-book", help="turn the chapter's review_classifier.pth into a run")
+    p.add_argument("pth")
+    p.add_argument("out")
+    p.add_argument("--labels", default="ham,spam")
+    p.add_argument("--max-length", type=int, default=120)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gptcls import __version__
+
+    parser = argparse.ArgumentParser(prog="gptcls", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gptcls {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_classify, _add_generate, _add_import):
+        add(sub)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from gptcls.inference import Classifier
+    from gptcls.pipeline import check_model_name, options_with_recipe, run_training
+
+    check_model_name(args.model)
+    opts = options_with_recipe(
+        Path(args.out), args.model, weights=args.weights, data=args.data, cache=args.cache,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
+        weight_decay=args.weight_decay, trainable_blocks=args.trainable_blocks,
+        pooling=args.pooling, max_length=args.max_length, seed=args.seed,
+        split_seed=args.split_seed, balance=args.balance, eval_freq=args.eval_freq,
+        eval_iter=args.eval_iter, cache_trunk=args.cache_trunk, device=args.device)
+    if args.weights == "random":
+        print("NOTE: --weights random: the backbone is randomly initialised, not pretrained; "
+              "expect chance-level features (the chapter's random-weights experiment).")
+    m = run_training(opts)
+    t = m["times"]
+    print(f"model: {m['model']} ({m['weights']} weights), run directory: {opts.out}")
+    print(f"Training accuracy: {m['train_accuracy'] * 100:.2f}%")
+    print(f"Validation accuracy: {m['validation_accuracy'] * 100:.2f}%")
+    print(f"Test accuracy: {m['test_accuracy'] * 100:.2f}%")
+    print(f"Training completed in {t['train_s'] / 60:.2f} minutes "
+          f"(total {t['total_s']:.1f} s, trunk cache {t['trunk_cache_s']:.1f} s)")
+    texts = EXAMPLES if args.classify is None else args.classify
+    if texts:
+        _print_predictions(Classifier.load(opts.out, device=args.device), texts)
+
+
+def _print_predictions(clf, texts: list[str]) -> None:
+    probs = clf.predict_proba(texts)
+    for text, label, p in zip(texts, clf.labels_from_proba(probs), probs, strict=True):
+        print(f"{label}\t{p[clf.labels.index(label)]:.4f}\t{text}")
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    texts = [t for t in args.texts if t != "-"]
+    if "-" in args.texts:
+        texts += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise GptclsError(f"file not found: {path}")
+        texts += [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()]
+    if not texts:
+        raise GptclsError("no texts to classify: give them as arguments, --file, or '-' for stdin")
+    return texts
+
+
+def cmd_classify(args: argparse.Namespace) -> None:
+    from gptcls.inference import Classifier
+
+    texts = _read_texts(args)
+    _print_predictions(Classifier.load(args.run_dir, device=args.device), texts)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from gptcls.generate import generate
+    from gptcls.models import build_backbone
+    from gptcls.weights import load_checkpoint
+
+    ckpt = load_checkpoint(args.model, args.weights, cache=args.cache, seed=args.seed)
+    model = build_backbone(ckpt.config)
+    model.load_state_dict(ckpt.state_dict, strict=False)
+    model.tie_weights()
+    model.eval()
+    idx = torch.tensor([ckpt.tokenizer.encode(args.prompt)])
+    if idx.shape[1] == 0:
+        raise GptclsError("the prompt is empty")
+    gen = torch.Generator().manual_seed(args.seed)
+    out = generate(model, idx, args.max_new_tokens, args.temperature, args.top_k,
+                   eos_id=ckpt.tokenizer.eot_id, generator=gen)
+    print(ckpt.tokenizer.decode(out[0].tolist()))
+
+
+def cmd_import_book(args: argparse.Namespace) -> None:
+    from gptcls.inference import import_book_state_dict
+
+    labels = [s.strip() for s in args.labels.split(",") if s.strip()]
+    import_book_state_dict(args.pth, args.out, labels, args.max_length)
+    print(f"wrote run directory {args.out}")
+
+
+COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate,
+            "import-book": cmd_import_book}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except GptclsError as exc:
+        print(f"gptcls: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gptcls: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

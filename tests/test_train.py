@@ -1,0 +1,125 @@
+"""Training mechanics on tiny models: trunk cache exactness, padding invariance, seeding."""
+
+import pytest
+import torch
+
+from gptcls.classifier import ClassifierModel, pad_batch
+from gptcls.models import build_backbone, preset_config
+from gptcls.train import Store, TrainConfig, build_store, evaluate, full_batches, make_batches, train
+
+CPU = torch.device("cpu")
+
+
+def tiny_classifier(name="gpt2-tiny", pooling="last", blocks=1, seed=0) -> ClassifierModel:
+    torch.manual_seed(seed)
+    model = ClassifierModel(build_backbone(preset_config(name)), 2, pooling)
+    model.set_trainable(blocks)
+    return model
+
+
+def synthetic(n=64, seed=0):
+    """Texts of 3..40 tokens whose label is whether token 7 occurs: learnable, not trivial."""
+    g = torch.Generator().manual_seed(seed)
+    ids, labels = [], []
+    for _ in range(n):
+        length = int(torch.randint(3, 40, (1,), generator=g))
+        seq = torch.randint(10, 300, (length,), generator=g)
+        label = int(torch.rand(1, generator=g) < 0.5)
+        if label:
+            seq[int(torch.randint(0, length, (1,), generator=g))] = 7
+        ids.append(seq.tolist())
+        labels.append(label)
+    return ids, labels
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_text_logits_do_not_depend_on_the_batch(name, pooling):
+    model = tiny_classifier(name, pooling).eval()
+    short = torch.randint(0, 300, (5,))
+    long = torch.randint(0, 300, (60,))
+    alone = model(*pad_batch([short]))
+    x, lengths = pad_batch([short, long])
+    together = model(x, lengths)[:1]
+    torch.testing.assert_close(alone, together, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
+@pytest.mark.parametrize("blocks", [0, 1, 2])
+def test_cached_and_uncached_training_give_the_same_losses(name, blocks):
+    ids, labels = synthetic()
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, eval_freq=3, eval_iter=2, seed=5)
+    hists = []
+    for cache in (True, False):
+        model = tiny_classifier(name, blocks=blocks, seed=1)
+        tr = build_store(model, ids[:48], labels[:48], cache, CPU)
+        va = build_store(model, ids[48:], labels[48:], cache, CPU)
+        hists.append(train(model, tr, va, cfg, CPU, log=lambda m: None))
+    for key in ("train_losses", "val_losses", "train_accs", "val_accs"):
+        torch.testing.assert_close(torch.tensor(hists[0][key]), torch.tensor(hists[1][key]),
+                                   atol=1e-5, rtol=0)
+    assert len(hists[0]["train_losses"]) == 4  # steps 0, 3, 6, 9 of 2 x 6 steps
+
+
+def test_same_seed_same_losses_and_training_learns():
+    ids, labels = synthetic(160)
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=3e-3, eval_freq=5, eval_iter=4, seed=3)
+    runs = []
+    for _ in range(2):
+        model = tiny_classifier(blocks=2, seed=2)
+        tr = build_store(model, ids[:128], labels[:128], True, CPU)
+        va = build_store(model, ids[128:], labels[128:], True, CPU)
+        runs.append(train(model, tr, va, cfg, CPU, log=lambda m: None))
+    assert runs[0]["train_losses"] == runs[1]["train_losses"]
+    assert runs[0]["val_losses"] == runs[1]["val_losses"]
+    assert runs[0]["examples_seen"] == [4 * 128]
+    assert runs[0]["train_losses"][-1] < runs[0]["train_losses"][0]
+
+
+def test_cache_stores_only_real_tokens():
+    ids, labels = synthetic(10)
+    model = tiny_classifier(blocks=1)
+    store = build_store(model, ids, labels, True, CPU)
+    assert store.cached
+    assert [tuple(x.shape) for x in store.items] == [(len(s), 16) for s in ids]
+
+
+def test_make_batches_buckets_by_length_and_keeps_every_example():
+    lengths = [int(x) for x in torch.randint(1, 100, (203,))]
+    gen = torch.Generator().manual_seed(0)
+    batches = make_batches(lengths, 8, shuffle=True, generator=gen, drop_last=True)
+    flat = [i for b in batches for i in b]
+    assert len(flat) == 200 and len(set(flat)) == 200 and all(len(b) == 8 for b in batches)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
+    assert spread / len(batches) < 15  # unbucketed batches of 8 would span ~75 tokens
+    everything = make_batches(lengths, 8)
+    assert sorted(i for b in everything for i in b) == list(range(203))
+
+
+def test_full_evaluation_covers_each_example_once():
+    ids, labels = synthetic(37)
+    model = tiny_classifier()
+    store = build_store(model, ids, labels, True, CPU)
+    res = evaluate(model, store, full_batches(store, batch_tokens=64), CPU)
+    assert not torch.isnan(res["probs"]).any()
+    torch.testing.assert_close(res["probs"].sum(-1), torch.ones(37))
+    assert 0.0 <= res["accuracy"] <= 1.0
+
+
+def test_trunk_not_cacheable_when_lower_layers_train_or_dropout():
+    model = tiny_classifier(blocks=2)  # all blocks trainable, embeddings frozen
+    assert model.trunk_is_cacheable()
+    model.backbone.tok_emb.requires_grad_(True)
+    assert not model.trunk_is_cacheable()
+    cfg = preset_config("gpt2-tiny")
+    cfg.drop_rate = 0.1
+    dropout_model = ClassifierModel(build_backbone(cfg), 2)
+    dropout_model.set_trainable(1)
+    assert not dropout_model.trunk_is_cacheable()
+
+
+def test_store_batch_pads_right():
+    store = Store([torch.tensor([1, 2, 3]), torch.tensor([4])], torch.tensor([0, 1]), False)
+    x, lengths, y = store.batch([0, 1], CPU)
+    assert x.tolist() == [[1, 2, 3], [4, 0, 0]] and lengths.tolist() == [3, 1]
+    assert y.tolist() == [0, 1]
