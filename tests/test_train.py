@@ -5,7 +5,15 @@ import torch
 
 from gptcls.classifier import ClassifierModel, pad_batch
 from gptcls.models import build_backbone, preset_config
-from gptcls.train import Store, TrainConfig, build_store, evaluate, full_batches, make_batches, train
+from gptcls.train import (
+    Store,
+    TrainConfig,
+    build_store,
+    evaluate,
+    full_batches,
+    make_batches,
+    train,
+)
 
 CPU = torch.device("cpu")
 
