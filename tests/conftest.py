@@ -1,0 +1,27 @@
+"""Shared fixtures: the real SMS file (never copied into the repo) and one trained tiny run."""
+
+from pathlib import Path
+
+import pytest
+
+SMS_PATH = Path(__file__).resolve().parents[2] / "shared/data/sms_spam_collection/SMSSpamCollection"
+
+
+@pytest.fixture(scope="session")
+def sms_path() -> Path:
+    assert SMS_PATH.is_file(), (
+        f"the real SMS Spam Collection is expected at {SMS_PATH} "
+        "(../shared/data/sms_spam_collection/ beside the repository)")
+    return SMS_PATH
+
+
+@pytest.fixture(scope="session")
+def tiny_run(sms_path, tmp_path_factory) -> Path:
+    """A gpt2-tiny classifier trained for 2 epochs on the real SMS data through the CLI."""
+    from gptcls.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    rc = main(["train", "--model", "gpt2-tiny", "--weights", "random", "--data", str(sms_path),
+               "--out", str(out), "--epochs", "2", "--lr", "1e-3", "--classify"])
+    assert rc == 0
+    return out
