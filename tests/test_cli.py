@@ -57,7 +57,8 @@ def test_python_api_matches_the_cli_preprocessing(tiny_run):
     torch.testing.assert_close(torch.from_numpy(probs.sum(1)), torch.ones(3))
     # Batched prediction equals one-at-a-time prediction (no dependence on the batch).
     single = [clf.predict_proba([t])[0] for t in texts]
-    torch.testing.assert_close(torch.from_numpy(probs), torch.from_numpy(np.stack(single)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.from_numpy(probs), torch.from_numpy(np.stack(single)),
+                               atol=1e-5, rtol=0)
     assert clf.predict(texts) == [clf.labels[int(p.argmax())] for p in probs]
 
 
