@@ -58,7 +58,7 @@ class Backbone(nn.Module):
     blocks: nn.ModuleList
     final_norm: nn.Module
     out_head: nn.Linear
-    rope: RoPE | None = None
+    rope: RoPE | None  # a class-level default would shadow the registered submodule
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, T, C)."""

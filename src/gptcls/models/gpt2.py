@@ -34,6 +34,7 @@ class GPT2(Backbone):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = c = config
+        self.rope = None  # positions are learned embeddings
         self.tok_emb = nn.Embedding(c.vocab_size, c.emb_dim)
         self.pos_emb = nn.Embedding(c.context_length, c.emb_dim)
         self.drop_emb = nn.Dropout(c.drop_rate)
