@@ -11,14 +11,14 @@ import pytest
 
 from gptcls.data import Example, balance_undersample, random_split, read_sms_file
 from gptcls.errors import GptclsError
-from gptcls.tabular import (
+from gptcls.splits import (
     check_trainable,
     class_weights,
     leakage_warnings,
     parse_fractions,
-    read_labelled,
     stratified_split,
 )
+from gptcls.tabular import read_labelled
 
 try:
     import pyarrow as pa

@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 # of a sequence padded to max_length, as the book does (it reads a pad token for short texts).
 SINGLE_POSITION_POOLINGS = ("last", "last-position", "first")
 POOLINGS = (*SINGLE_POSITION_POOLINGS, "mean")
+TRUNCATIONS = ("head", "tail")
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ClassifierConfig:
     train_final_norm: bool = True
     backbone: dict[str, Any] = field(default_factory=dict)  # preset name and weight source
     threshold: float | None = None  # binary tasks: P(labels[1]) >= threshold -> labels[1]
+    truncate: str = "head"  # keep the first max_length tokens (head) or the last (tail)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,13 +112,16 @@ class ClassifierModel(nn.Module):
 
 
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int,
-                 pooling: str = "last") -> list[list[int]]:
-    """Token ids, truncated to max_length (keeping the start, as the book does).
+                 pooling: str = "last", truncate: str = "head") -> list[list[int]]:
+    """Token ids, truncated to max_length: keeping the start (head, as the book does) or the end.
 
     For `last-position` pooling every text is padded to max_length with the pad token, which
     reproduces the book's fixed-length batches: its pooled position is the last one.
     """
-    ids = [seq[:max_length] for seq in tokenizer.encode_batch(list(texts))]
+    if truncate not in TRUNCATIONS:
+        raise GptclsError(f"unknown truncation {truncate!r}; use head or tail")
+    ids = [seq[:max_length] if truncate == "head" else seq[-max_length:]
+           for seq in tokenizer.encode_batch(list(texts))]
     for i, seq in enumerate(ids):
         if not seq:
             raise GptclsError(f"text {i + 1} is empty after tokenization; nothing to classify")

@@ -15,15 +15,16 @@ EXAMPLES = [
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from gptcls.classifier import POOLINGS
+    from gptcls.classifier import POOLINGS, TRUNCATIONS
     from gptcls.pipeline import DEFAULT_MODEL
+    from gptcls.splits import BALANCE_MODES
 
     p = sub.add_parser("train", help="fine-tune a classifier and save a run directory")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"backbone preset or path (default: {DEFAULT_MODEL})")
     p.add_argument("--weights", default="pretrained",
                    help="pretrained (default), random, or a path to local weights")
-    p.add_argument("--data", help="local SMSSpamCollection file (default: download it)")
+    _add_data_options(p, training=True)
     p.add_argument("--out", default="runs/sms-spam", help="run directory to write")
     p.add_argument("--cache", help="cache directory (default: $GPTCLS_CACHE or ~/.cache/gptcls)")
     p.add_argument("--epochs", type=int)
@@ -36,8 +37,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, help="cap on tokens per text")
     p.add_argument("--seed", type=int, help="training seed (default 123)")
     p.add_argument("--split-seed", type=int, default=123)
-    p.add_argument("--no-balance", dest="balance", action="store_false",
-                   help="keep the class imbalance (default: undersample the majority)")
+    p.add_argument("--split", default="0.7,0.1,0.2", help="train,validation,test fractions")
+    p.add_argument("--balance", choices=BALANCE_MODES, default="undersample",
+                   help="undersample the majority classes (default, the chapter's), keep the "
+                   "data as it is (none), or weight the loss by inverse class frequency")
+    p.add_argument("--truncate", choices=TRUNCATIONS, default="head",
+                   help="keep the first (head) or last (tail) max-length tokens of long texts")
+    p.add_argument("--threshold", type=float,
+                   help="binary tasks: predict the second label when its probability >= this")
+    p.add_argument("--max-fpr", type=float,
+                   help="binary tasks: choose the threshold on validation for this false-"
+                   "positive rate")
     p.add_argument("--eval-freq", type=int)
     p.add_argument("--eval-iter", type=int)
     p.add_argument("--no-cache-trunk", dest="cache_trunk", action="store_false", default=None,
@@ -47,12 +57,49 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="texts to classify after training (default: two examples)")
 
 
+def _add_data_options(p: argparse.ArgumentParser, training: bool) -> None:
+    from gptcls.tabular import FORMATS
+
+    p.add_argument("--data", help="labelled file: CSV, TSV, JSONL, Parquet or the headerless "
+                   "SMSSpamCollection" + (" (default: download the SMS Spam Collection)"
+                                          if training else ""), required=not training)
+    if training:
+        p.add_argument("--train", help="training file (with --validation and --test)")
+        p.add_argument("--validation", help="validation file")
+        p.add_argument("--test", help="test file")
+    p.add_argument("--format", choices=FORMATS, help="file format (default: from the extension)")
+    p.add_argument("--text-column", help="column holding the text (default: detected)")
+    p.add_argument("--label-column", help="column holding the label (default: detected)")
+    p.add_argument("--encoding", default="utf-8", help="text encoding, e.g. latin-1")
+    p.add_argument("--strict", action="store_true",
+                   help="reject rows with empty text or no label instead of dropping them")
+    p.add_argument("--no-normalize-labels", dest="normalize_labels", action="store_false",
+                   help="keep labels exactly as written (default: strip and case-fold)")
+
+
+def _add_long_text(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate",
+                   help="texts longer than max_length: truncate (default) or average over "
+                   "overlapping windows")
+    p.add_argument("--chunk-reduce", choices=("mean", "max"), default="mean")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a run directory on any labelled file")
+    p.add_argument("run_dir")
+    _add_data_options(p, training=False)
+    _add_long_text(p)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="write the report as JSON here")
+
+
 def _add_classify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="label texts with a trained run directory")
     p.add_argument("run_dir")
     p.add_argument("texts", nargs="*", help="texts; '-' reads one text per line from stdin")
     p.add_argument("--file", help="read one text per line from this file")
     p.add_argument("--device", default="auto")
+    _add_long_text(p)
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -81,18 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gptcls", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gptcls {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_classify, _add_generate, _add_import):
+    for add in (_add_train, _add_classify, _add_evaluate, _add_generate, _add_import):
         add(sub)
     return parser
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from gptcls.inference import Classifier
+    from gptcls.metrics import format_report
     from gptcls.pipeline import check_model_name, options_with_recipe, run_training
+    from gptcls.splits import parse_fractions
 
     check_model_name(args.model)
     opts = options_with_recipe(
-        Path(args.out), args.model, weights=args.weights, data=args.data, cache=args.cache,
+        Path(args.out), args.model, weights=args.weights, cache=args.cache,
+        data=args.data, train=args.train, validation=args.validation, test=args.test,
+        format=args.format, text_column=args.text_column, label_column=args.label_column,
+        encoding=args.encoding, strict=args.strict, normalize_labels=args.normalize_labels,
+        split=parse_fractions(args.split), truncate=args.truncate, threshold=args.threshold,
+        max_fpr=args.max_fpr,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
         weight_decay=args.weight_decay, trainable_blocks=args.trainable_blocks,
         pooling=args.pooling, max_length=args.max_length, seed=args.seed,
@@ -104,6 +158,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     m = run_training(opts)
     t = m["times"]
     print(f"model: {m['model']} ({m['weights']} weights), run directory: {opts.out}")
+    print("Test set:")
+    print(format_report(m["reports"]["test"]))
     print(f"Training accuracy: {m['train_accuracy'] * 100:.2f}%")
     print(f"Validation accuracy: {m['validation_accuracy'] * 100:.2f}%")
     print(f"Test accuracy: {m['test_accuracy'] * 100:.2f}%")
@@ -114,8 +170,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         _print_predictions(Classifier.load(opts.out, device=args.device), texts)
 
 
-def _print_predictions(clf, texts: list[str]) -> None:
-    probs = clf.predict_proba(texts)
+def _print_predictions(clf, texts: list[str], long_text: str = "truncate",
+                       chunk_reduce: str = "mean") -> None:
+    probs = clf.predict_proba(texts, long_text=long_text, chunk_reduce=chunk_reduce)
     for text, label, p in zip(texts, clf.labels_from_proba(probs), probs, strict=True):
         print(f"{label}\t{p[clf.labels.index(label)]:.4f}\t{text}")
 
@@ -138,7 +195,24 @@ def cmd_classify(args: argparse.Namespace) -> None:
     from gptcls.inference import Classifier
 
     texts = _read_texts(args)
-    _print_predictions(Classifier.load(args.run_dir, device=args.device), texts)
+    _print_predictions(Classifier.load(args.run_dir, device=args.device), texts,
+                       args.long_text, args.chunk_reduce)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from gptcls.inference import Classifier
+    from gptcls.metrics import format_report
+
+    clf = Classifier.load(args.run_dir, device=args.device)
+    report = clf.evaluate(args.data, format=args.format, text_column=args.text_column,
+                          label_column=args.label_column, encoding=args.encoding,
+                          strict=args.strict, normalize_labels=args.normalize_labels,
+                          long_text=args.long_text, chunk_reduce=args.chunk_reduce)
+    print(format_report(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -170,7 +244,8 @@ def cmd_import_book(args: argparse.Namespace) -> None:
     print(f"wrote run directory {args.out}")
 
 
-COMMANDS = {"train": cmd_train, "classify": cmd_classify, "generate": cmd_generate,
+COMMANDS = {"train": cmd_train, "classify": cmd_classify, "evaluate": cmd_evaluate,
+            "generate": cmd_generate,
             "import-book": cmd_import_book}
 
 

@@ -49,19 +49,46 @@ class Classifier:
         self.model.to(self.device)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        if isinstance(texts, str):
-            raise GptclsError("pass a list of texts, not a single string")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise GptclsError(f"text {i + 1} is empty; nothing to classify")
-        return encode_texts(self.tokenizer, texts, self.config.max_length, self.config.pooling)
+        """Token ids exactly as in training (truncation, pooling padding)."""
+        _check_texts(texts)
+        c = self.config
+        return encode_texts(self.tokenizer, texts, c.max_length, c.pooling, c.truncate)
+
+    def predict_proba(self, texts: Sequence[str], long_text: str = "truncate",
+                      chunk_reduce: str = "mean") -> np.ndarray:
+        """(N, num_classes) probabilities, in input order.
+
+        long_text="chunk": a text longer than max_length is cut into half-overlapping windows
+        whose probabilities are averaged (chunk_reduce="mean") or max-pooled per class ("max").
+        """
+        if long_text == "truncate":
+            return self._run(self.encode(texts))
+        if long_text != "chunk" or chunk_reduce not in ("mean", "max"):
+            raise GptclsError(f"unknown long-text mode {long_text!r}/{chunk_reduce!r}")
+        _check_texts(texts)
+        windows, owner = [], []
+        for i, seq in enumerate(self.tokenizer.encode_batch(list(texts))):
+            for w in _windows(seq, self.config.max_length):
+                windows.append(w)
+                owner.append(i)
+        if self.config.pooling == "last-position":
+            pad = self.tokenizer.pad_id
+            windows = [w + [pad] * (self.config.max_length - len(w)) for w in windows]
+        probs = torch.from_numpy(self._run(windows))
+        index = torch.tensor(owner)
+        out = torch.zeros(len(texts), probs.shape[1])
+        if chunk_reduce == "mean":
+            out.index_add_(0, index, probs)
+            out /= torch.bincount(index, minlength=len(texts))[:, None]
+        else:
+            out.index_reduce_(0, index, probs, "amax", include_self=False)
+            out /= out.sum(1, keepdim=True)
+        return out.numpy()
 
     @torch.inference_mode()
-    def predict_proba(self, texts: Sequence[str], batch_tokens: int = 8192,
-                      max_batch: int = 128) -> np.ndarray:
-        """(N, num_classes) probabilities. Texts are run sorted by length, so batches hold
-        little padding; results come back in input order."""
-        ids = self.encode(texts)
+    def _run(self, ids: list[list[int]], batch_tokens: int = 8192, max_batch: int = 128
+             ) -> np.ndarray:
+        """Texts run sorted by length, so batches hold little padding; input order returned."""
         probs = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         start = 0
@@ -76,6 +103,23 @@ class Classifier:
             start += size
         return probs
 
+    def evaluate(self, path: str | Path, long_text: str = "truncate", chunk_reduce: str = "mean",
+                 **read_options) -> dict:
+        """Score a labelled file (any format read_labelled takes): the metrics report dict."""
+        from gptcls.data import label_mapping
+        from gptcls.metrics import classification_report
+        from gptcls.tabular import read_labelled
+
+        examples, _report = read_labelled(path, **read_options)
+        unknown = sorted({e.label for e in examples} - set(self.labels))
+        if unknown:
+            raise GptclsError(f"labels the run does not know: {unknown[:10]}; it knows "
+                              f"{self.labels}")
+        label_mapping(examples, order=self.labels)
+        probs = self.predict_proba([e.text for e in examples], long_text, chunk_reduce)
+        y = [self.labels.index(e.label) for e in examples]
+        return classification_report(y, probs, self.labels, self.config.threshold)
+
     def labels_from_proba(self, probs: np.ndarray) -> list[str]:
         t = self.config.threshold
         if t is not None and len(self.labels) == 2:
@@ -84,6 +128,23 @@ class Classifier:
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         return self.labels_from_proba(self.predict_proba(texts))
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    if isinstance(texts, str):
+        raise GptclsError("pass a list of texts, not a single string")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise GptclsError(f"text {i + 1} is empty; nothing to classify")
+
+
+def _windows(seq: list[int], size: int) -> list[list[int]]:
+    """Half-overlapping windows of `size` tokens covering `seq`; the last one ends at its end."""
+    if len(seq) <= size:
+        return [seq]
+    stride = max(1, size // 2)
+    starts = list(range(0, len(seq) - size, stride)) + [len(seq) - size]
+    return [seq[s:s + size] for s in starts]
 
 
 def import_book_state_dict(pth: str | Path, out_dir: str | Path,

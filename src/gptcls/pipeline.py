@@ -12,10 +12,17 @@ from typing import Any
 
 import torch
 
-from gptcls import data as data_mod
 from gptcls.classifier import ClassifierConfig, ClassifierModel, encode_texts, save_run
+from gptcls.data import SPLIT_NAMES
 from gptcls.errors import GptclsError
+from gptcls.metrics import (
+    classification_report,
+    plot_confusion_matrix,
+    plot_pr_curve,
+    threshold_for_max_fpr,
+)
 from gptcls.models import build_backbone
+from gptcls.splits import DataOptions, Splits, load_splits
 from gptcls.train import (
     Store,
     TrainConfig,
@@ -48,11 +55,12 @@ class RunOptions:
     out: Path
     model: str = DEFAULT_MODEL
     weights: str = "pretrained"
-    data: str | None = None
+    data: DataOptions = field(default_factory=DataOptions)
     cache: str | None = None
-    split_seed: int = 123
-    balance: bool = True
     pooling: str = "last"
+    truncate: str = "head"
+    threshold: float | None = None
+    max_fpr: float | None = None
     trainable_blocks: int = 1
     train_final_norm: bool = True
     max_length: int | None = None
@@ -62,13 +70,15 @@ class RunOptions:
 
 def options_with_recipe(out: Path, model: str = DEFAULT_MODEL, **overrides: Any) -> RunOptions:
     """RunOptions for `model` with its preset recipe; explicit (non-None) overrides win."""
-    recipe = recipe_for(model)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    tc = {k: v for k, v in {**recipe, **overrides}.items() if k in train_fields}
-    opts = {k: v for k, v in {**recipe, **overrides}.items()
-            if k not in train_fields and k != "epochs"}
-    return RunOptions(out=Path(out), model=model, train=TrainConfig(**tc), **opts)
+    merged = {**recipe_for(model), **{k: v for k, v in overrides.items() if v is not None}}
+    fields = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (TrainConfig, DataOptions)}
+    tc = {k: v for k, v in merged.items() if k in fields[TrainConfig]}
+    dc = {k: v for k, v in merged.items() if k in fields[DataOptions]}
+    rest = {k: v for k, v in merged.items() if k not in fields[TrainConfig] | fields[DataOptions]}
+    if "cache" in rest:
+        dc["cache"] = rest["cache"]
+    return RunOptions(out=Path(out), model=model, train=TrainConfig(**tc),
+                      data=DataOptions(**dc), **rest)
 
 
 def _log(msg: str) -> None:
@@ -77,55 +87,88 @@ def _log(msg: str) -> None:
 
 def run_training(opts: RunOptions) -> dict[str, Any]:
     """Train, evaluate and save a classifier into `opts.out`; returns the metrics dict."""
-    from gptcls.weights import load_checkpoint
-
     times: dict[str, float] = {}
     t_all = time.perf_counter()
     out = Path(opts.out)
-    splits = data_mod.prepare_sms_splits(opts.data, out, cache=opts.cache, seed=opts.split_seed,
-                                         balance=opts.balance)
-    labels = splits["labels"]
+    splits = load_splits(opts.data, out, _log)
+    if splits.class_weights:
+        opts.train.class_weights = splits.class_weights
     t0 = time.perf_counter()
-    ckpt = load_checkpoint(opts.model, opts.weights, cache=opts.cache, seed=opts.train.seed)
+    model, tokenizer, ckpt = _build_model(opts, len(splits.labels))
     times["load_backbone_s"] = time.perf_counter() - t0
-    _log(f"backbone: {ckpt.source}")
-    torch.manual_seed(opts.train.seed)
-    backbone = build_backbone(ckpt.config)
-    backbone.load_state_dict(_with_tied(ckpt.state_dict, backbone), strict=True)
-    model = ClassifierModel(backbone, len(labels), opts.pooling)
-    model.set_trainable(opts.trainable_blocks, opts.train_final_norm)
     device = device_for(opts.device)
     model.to(device)
 
     t0 = time.perf_counter()
-    ids, max_length = _tokenize_splits(ckpt.tokenizer, splits, opts, ckpt.config.context_length)
+    ids, max_length = _tokenize_splits(tokenizer, splits, opts, ckpt.config.context_length)
     times["tokenize_s"] = time.perf_counter() - t0
     cache = _use_cache(model, ids, opts.train)
     t0 = time.perf_counter()
-    stores = {name: build_store(model, ids[name], [labels.index(e.label) for e in splits[name]],
-                                cache, device, desc=name) for name in data_mod.SPLIT_NAMES}
+    stores = {name: build_store(model, ids[name], [splits.labels.index(e.label)
+                                                   for e in splits[name]], cache, device, desc=name)
+              for name in SPLIT_NAMES}
     times["trunk_cache_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     hist = train(model, stores["train"], stores["validation"], opts.train, device, _log)
     times["train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    final = {name: _final_eval(model, store, device) for name, store in stores.items()}
+    final = {name: evaluate(model, store, full_batches(store), device)
+             for name, store in stores.items()}
+    threshold = _choose_threshold(opts, stores["validation"], final["validation"]["probs"])
+    reports = {name: classification_report(stores[name].labels.tolist(),
+                                           final[name]["probs"].numpy(), splits.labels, threshold)
+               for name in SPLIT_NAMES}
     times["final_eval_s"] = time.perf_counter() - t0
     times["total_s"] = time.perf_counter() - t_all
 
     config = ClassifierConfig(
-        model=ckpt.config, labels=labels, max_length=max_length, tokenizer={},
+        model=ckpt.config, labels=splits.labels, max_length=max_length, tokenizer={},
         pooling=opts.pooling, trainable_blocks=opts.trainable_blocks,
-        train_final_norm=opts.train_final_norm,
+        train_final_norm=opts.train_final_norm, threshold=threshold, truncate=opts.truncate,
         backbone={"model": opts.model, "weights": opts.weights, "source": ckpt.source})
-    save_run(out, config, model.cpu(), ckpt.tokenizer)
-    metrics = _metrics(opts, hist, final, times, cache, max_length, splits)
+    save_run(out, config, model.cpu(), tokenizer)
+    metrics = _metrics(opts, hist, final, reports, times, cache, max_length, splits)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    _plots(out, hist, opts.train.epochs, reports["test"], stores["test"], final["test"]["probs"])
+    return metrics
+
+
+def _build_model(opts: RunOptions, num_classes: int):
+    from gptcls.weights import load_checkpoint
+
+    ckpt = load_checkpoint(opts.model, opts.weights, cache=opts.cache, seed=opts.train.seed)
+    _log(f"backbone: {ckpt.source}")
+    torch.manual_seed(opts.train.seed)  # the head's initialisation
+    backbone = build_backbone(ckpt.config)
+    backbone.load_state_dict(_with_tied(ckpt.state_dict, backbone), strict=True)
+    model = ClassifierModel(backbone, num_classes, opts.pooling)
+    model.set_trainable(opts.trainable_blocks, opts.train_final_norm)
+    return model, ckpt.tokenizer, ckpt
+
+
+def _choose_threshold(opts: RunOptions, val: Store, val_probs: torch.Tensor) -> float | None:
+    """Binary tasks: the given --threshold, or the lowest one keeping validation FPR <= max_fpr."""
+    if opts.threshold is None and opts.max_fpr is None:
+        return None
+    if val_probs.shape[1] != 2:
+        raise GptclsError("--threshold and --max-fpr apply to two-class tasks only")
+    if opts.threshold is not None:
+        return float(opts.threshold)
+    t = threshold_for_max_fpr(val.labels.tolist(), val_probs[:, 1].numpy(), opts.max_fpr)
+    _log(f"threshold {t:.4f} chosen on validation for false-positive rate <= {opts.max_fpr}")
+    return float(t)
+
+
+def _plots(out: Path, hist: dict, epochs: int, report: dict, test: Store,
+           probs: torch.Tensor) -> None:
     from gptcls.plots import plot_history
 
-    plot_history(hist, opts.train.epochs, out)
-    return metrics
+    plot_history(hist, epochs, out)
+    plot_confusion_matrix(report["confusion_matrix"], report["labels"],
+                          out / "confusion-matrix.png")
+    if probs.shape[1] == 2:
+        plot_pr_curve(test.labels.tolist(), probs[:, 1].numpy(), out / "pr-curve.png")
 
 
 def _with_tied(sd: dict[str, torch.Tensor], backbone: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -142,7 +185,7 @@ def _tokenize_splits(tokenizer, splits: dict, opts: RunOptions, context_length: 
     raw = tokenizer.encode_batch([e.text for e in splits["train"]])
     max_length = min(max(len(s) for s in raw), limit)
     ids = {name: encode_texts(tokenizer, [e.text for e in splits[name]], max_length,
-                              opts.pooling) for name in data_mod.SPLIT_NAMES}
+                              opts.pooling, opts.truncate) for name in SPLIT_NAMES}
     return ids, max_length
 
 
@@ -160,20 +203,17 @@ def _use_cache(model: ClassifierModel, ids: dict[str, list[list[int]]], cfg: Tra
     return True
 
 
-def _final_eval(model: ClassifierModel, store: Store, device: torch.device) -> dict[str, float]:
-    res = evaluate(model, store, full_batches(store), device)
-    return {"accuracy": float(res["accuracy"]), "loss": float(res["loss"])}
-
-
-def _metrics(opts: RunOptions, hist: dict, final: dict, times: dict, cache: bool,
-             max_length: int, splits: dict) -> dict[str, Any]:
+def _metrics(opts: RunOptions, hist: dict, final: dict, reports: dict, times: dict,
+             cache: bool, max_length: int, splits: Splits) -> dict[str, Any]:
     return {
-        "model": opts.model, "weights": opts.weights,
-        "train_accuracy": final["train"]["accuracy"],
-        "validation_accuracy": final["validation"]["accuracy"],
-        "test_accuracy": final["test"]["accuracy"],
-        "final": final, "history": hist, "times": times,
-        "examples": {n: len(splits[n]) for n in data_mod.SPLIT_NAMES},
+        "model": opts.model, "weights": opts.weights, "labels": splits.labels,
+        # With a decision threshold these differ from argmax accuracy; reports hold both views.
+        "train_accuracy": reports["train"]["accuracy"],
+        "validation_accuracy": reports["validation"]["accuracy"],
+        "test_accuracy": reports["test"]["accuracy"],
+        "final": {n: {"accuracy": r["accuracy"], "loss": r["loss"]} for n, r in final.items()},
+        "reports": reports, "history": hist, "times": times,
+        "examples": {n: len(splits[n]) for n in SPLIT_NAMES},
         "max_length": max_length, "trunk_cached": cache, "train_config":
         dataclasses.asdict(opts.train), "trainable_blocks": opts.trainable_blocks,
         "pooling": opts.pooling, "device": str(device_for(opts.device)),

@@ -1,8 +1,7 @@
 """Read labelled text from CSV, TSV, JSON lines, Parquet or headerless `label<TAB>text` files.
 
 Every format reader only yields raw `(where, text, label)` cells; one shared pass then drops,
-normalises and reports, so all formats behave the same. Stratified splits, leakage checks and
-class weights for training live here too.
+normalises and reports, so all formats behave the same. Splitting lives in splits.py.
 """
 
 from __future__ import annotations
@@ -12,13 +11,12 @@ import csv
 import io
 import json
 import math
-import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptcls.data import SPLIT_NAMES, Example, PathLike, _check_fractions, label_mapping
+from gptcls.data import Example, PathLike
 from gptcls.errors import GptclsError
 
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet", "sms")
@@ -133,97 +131,6 @@ def read_labelled(
                         require_labels)
     _finish(examples, report)
     return examples, report
-
-
-def check_trainable(examples: Sequence[Example]) -> None:
-    """Raise GptclsError unless the examples can train a classifier (>= 2 classes, real text)."""
-    if not examples:
-        raise GptclsError("no examples to train on")
-    if all(not ex.text.strip() for ex in examples):
-        raise GptclsError("all texts are empty; is --text-column the right column?")
-    unlabelled = sum(1 for ex in examples if ex.label == "")
-    if unlabelled:
-        raise GptclsError(f"{_rows(unlabelled)} without a label; training needs a label on each")
-    classes = sorted({ex.label for ex in examples})
-    if len(classes) < 2:
-        raise GptclsError(f"only one class ({classes[0]!r}) in the data; a classifier needs "
-                          "at least 2 (is --label-column the right column?)")
-
-
-def parse_fractions(spec: str) -> tuple[float, float, float]:
-    """Parse "0.7,0.1,0.2" into (train, validation, test) fractions: 3 positive, summing to 1."""
-    values = []
-    for part in (p.strip() for p in spec.split(",")):
-        try:
-            values.append(float(part))
-        except ValueError:
-            raise GptclsError(f"bad split fractions {spec!r}: {part!r} is not a number "
-                              "(use e.g. 0.7,0.1,0.2)") from None
-    _check_fractions(values)
-    return values[0], values[1], values[2]
-
-
-def stratified_split(
-    examples: Sequence[Example],
-    fractions: Sequence[float] = (0.7, 0.1, 0.2),
-    seed: int = 123,
-) -> tuple[list[Example], list[Example], list[Example]]:
-    """Split each class by `fractions` after a seeded shuffle, so every split keeps the mix.
-
-    Cuts are the book's (train int(n*f), validation int(n*f), test the rest), except that a
-    class with >= 3 examples always puts at least one in validation and one in test: without
-    that, a rare class would silently be missing from the metrics.
-    """
-    _check_fractions(fractions)
-    by_label: dict[str, list[Example]] = {}
-    for ex in examples:
-        by_label.setdefault(ex.label, []).append(ex)
-    rng = random.Random(seed)
-    splits: tuple[list[Example], list[Example], list[Example]] = ([], [], [])
-    # Sorted labels: the result must not depend on which class happens to come first.
-    for label in sorted(by_label):
-        items = by_label[label]
-        rng.shuffle(items)
-        n = len(items)
-        n_train, n_val = int(n * fractions[0]), int(n * fractions[1])
-        if n >= 3:
-            n_val = max(n_val, 1)
-            n_train = min(n_train, n - n_val - 1)
-        splits[0].extend(items[:n_train])
-        splits[1].extend(items[n_train:n_train + n_val])
-        splits[2].extend(items[n_train + n_val:])
-    # Interleave the classes: a split in class blocks would bias anything reading it in order.
-    for split in splits:
-        rng.shuffle(split)
-    return splits
-
-
-def leakage_warnings(
-    train: Sequence[Example], validation: Sequence[Example], test: Sequence[Example]
-) -> list[str]:
-    """One line per pair of splits that share texts (exact match), e.g. test texts in train."""
-    rows = dict(zip(SPLIT_NAMES, (train, validation, test), strict=True))
-    texts = {name: {ex.text for ex in split} for name, split in rows.items()}
-    out = []
-    for later, earlier in (("test", "train"), ("validation", "train"), ("test", "validation")):
-        shared = texts[later] & texts[earlier]
-        if shared:
-            n_rows = sum(1 for ex in rows[later] if ex.text in shared)
-            out.append(f"{len(shared):,} texts of {later} ({n_rows:,} rows) also appear in "
-                       f"{earlier}; {later} scores on them measure memory, not generalisation")
-    return out
-
-
-def class_weights(examples: Sequence[Example], labels: Sequence[str]) -> list[float]:
-    """Inverse class frequency in `labels` order, scaled so the mean weight is 1."""
-    label_mapping(examples, order=labels)  # raises on labels outside `labels`
-    counts = Counter(ex.label for ex in examples)
-    empty = [name for name in labels if counts[name] == 0]
-    if empty:
-        raise GptclsError(f"class(es) {empty} have no training examples; cannot weight them")
-    inverse = [1.0 / counts[name] for name in labels]
-    mean = sum(inverse) / len(inverse)
-    return [w / mean for w in inverse]
 
 
 # --------------------------------------------------------------------------- bytes -> text
