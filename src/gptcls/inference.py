@@ -74,16 +74,13 @@ class Classifier:
         if self.config.pooling == "last-position":
             pad = self.tokenizer.pad_id
             windows = [w + [pad] * (self.config.max_length - len(w)) for w in windows]
-        probs = torch.from_numpy(self._run(windows))
-        index = torch.tensor(owner)
-        out = torch.zeros(len(texts), probs.shape[1])
+        probs, index = self._run(windows), np.array(owner)
+        out = np.zeros((len(texts), probs.shape[1]), dtype=np.float32)
         if chunk_reduce == "mean":
-            out.index_add_(0, index, probs)
-            out /= torch.bincount(index, minlength=len(texts))[:, None]
-        else:
-            out.index_reduce_(0, index, probs, "amax", include_self=False)
-            out /= out.sum(1, keepdim=True)
-        return out.numpy()
+            np.add.at(out, index, probs)
+            return out / np.bincount(index, minlength=len(texts))[:, None]
+        np.maximum.at(out, index, probs)
+        return out / out.sum(1, keepdims=True)
 
     @torch.inference_mode()
     def _run(self, ids: list[list[int]], batch_tokens: int = 8192, max_batch: int = 128
