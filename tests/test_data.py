@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gptcls.cache import sha256_bytes, sha256_file
@@ -242,11 +243,13 @@ def _toy(n_a: int, n_b: int) -> list[Example]:
     return [Example(f"a{i}", "a") for i in range(n_a)] + [Example(f"b{i}", "b") for i in range(n_b)]
 
 
-def test_balance_undersample_is_subsequence_and_seeded() -> None:
+def test_balance_undersample_draws_like_pandas_and_is_seeded() -> None:
     data = _toy(50, 7)
     out = balance_undersample(data, seed=1)
     assert Counter(ex.label for ex in out) == {"a": 7, "b": 7}
-    assert out == [ex for ex in data if ex in set(out)]
+    # pandas' df.sample(7, random_state=1) is RandomState(1).choice(50, 7, replace=False).
+    drawn = np.random.RandomState(1).choice(50, 7, replace=False)
+    assert out == [data[i] for i in drawn] + data[50:]
     assert out == balance_undersample(data, seed=1)
     assert out != balance_undersample(data, seed=2)
     assert balance_undersample([]) == []

@@ -99,7 +99,48 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("texts", nargs="*", help="texts; '-' reads one text per line from stdin")
     p.add_argument("--file", help="read one text per line from this file")
     p.add_argument("--device", default="auto")
+    p.add_argument("--onnx", metavar="PATH",
+                   help="run this ONNX export of the run with onnxruntime instead of PyTorch")
     _add_long_text(p)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from gptcls.tabular import FORMATS
+
+    p = sub.add_parser("predict", help="label every row of a CSV, TSV, JSONL or Parquet file")
+    p.add_argument("run_dir")
+    p.add_argument("input", help="file to label; a label column in it is kept, not needed")
+    p.add_argument("output", help="where to write: .csv, .tsv, .jsonl or .parquet (the input "
+                   "columns plus label, prob_<label> per class and threshold)")
+    p.add_argument("--format", choices=FORMATS, help="input format (default: from the extension)")
+    p.add_argument("--text-column", help="column holding the text (default: detected)")
+    p.add_argument("--encoding", default="utf-8", help="text encoding, e.g. latin-1")
+    p.add_argument("--chunk-size", type=int, default=1024, help="rows read and written at a time")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUTPUT.partial/")
+    p.add_argument("--device", default="auto")
+    _add_long_text(p)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a run directory: JSON API, web page and docs")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-batch", type=int, default=64, help="texts per model call")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others to share its model call")
+    p.add_argument("--max-texts", type=int, default=256, help="texts per request")
+    p.add_argument("--max-chars", type=int, default=10000, help="characters per text")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a run as a transformers model or an ONNX graph")
+    p.add_argument("run_dir")
+    p.add_argument("out", help="hf: a directory; onnx: a .onnx file")
+    p.add_argument("--format", choices=("hf", "onnx"), required=True)
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -128,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gptcls", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gptcls {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_classify, _add_evaluate, _add_generate, _add_import):
+    for add in (_add_train, _add_classify, _add_evaluate, _add_generate, _add_import,
+                _add_predict, _add_serve, _add_export):
         add(sub)
     return parser
 
@@ -195,8 +237,13 @@ def cmd_classify(args: argparse.Namespace) -> None:
     from gptcls.inference import Classifier
 
     texts = _read_texts(args)
-    _print_predictions(Classifier.load(args.run_dir, device=args.device), texts,
-                       args.long_text, args.chunk_reduce)
+    if args.onnx:
+        from gptcls.export import OnnxClassifier
+
+        clf = OnnxClassifier.from_run(args.run_dir, args.onnx)
+    else:
+        clf = Classifier.load(args.run_dir, device=args.device)
+    _print_predictions(clf, texts, args.long_text, args.chunk_reduce)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -244,9 +291,36 @@ def cmd_import_book(args: argparse.Namespace) -> None:
     print(f"wrote run directory {args.out}")
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    from gptcls.batch_predict import predict_file
+
+    report = predict_file(args.run_dir, args.input, args.output, format=args.format,
+                          text_column=args.text_column, encoding=args.encoding,
+                          chunk_size=args.chunk_size, resume=args.resume,
+                          long_text=args.long_text, chunk_reduce=args.chunk_reduce,
+                          device=args.device)
+    print(report.line())
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from gptcls.serve import serve
+
+    serve(args.run_dir, host=args.host, port=args.port, device=args.device,
+          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
+          max_chars=args.max_chars, max_body_bytes=args.max_body_bytes)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from gptcls.export import export_hf, export_onnx
+
+    path = (export_hf if args.format == "hf" else export_onnx)(args.run_dir, args.out)
+    print(f"wrote {path}")
+
+
 COMMANDS = {"train": cmd_train, "classify": cmd_classify, "evaluate": cmd_evaluate,
             "generate": cmd_generate,
-            "import-book": cmd_import_book}
+            "import-book": cmd_import_book, "predict": cmd_predict, "serve": cmd_serve,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

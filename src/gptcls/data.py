@@ -10,7 +10,6 @@ import csv
 import http.client
 import io
 import os
-import random
 import sys
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from gptcls.cache import atomic_write_bytes, cache_dir, sha256_bytes, sha256_file
@@ -232,10 +232,11 @@ def label_mapping(examples: Iterable[Example], order: Sequence[str] | None = Non
 
 
 def balance_undersample(examples: Sequence[Example], seed: int = 123) -> list[Example]:
-    """Undersample every class to the size of the smallest one.
+    """Undersample every class to the size of the smallest one, the way the chapter does.
 
-    The result keeps the input order (a subsequence), so it only depends on which
-    examples were drawn; the split shuffles afterwards anyway.
+    The chapter draws `df[ham].sample(n_spam, random_state=seed)` and appends all spam; pandas
+    draws with numpy's RandomState(seed).choice(n, k, replace=False), and so do we, one
+    RandomState for the classes in sorted order. Drawn rows keep their drawn order.
     """
     by_label: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
@@ -243,13 +244,12 @@ def balance_undersample(examples: Sequence[Example], seed: int = 123) -> list[Ex
     if not by_label:
         return []
     n = min(len(idx) for idx in by_label.values())
-    rng = random.Random(seed)
+    rng = np.random.RandomState(seed)
     keep: list[int] = []
-    # Sorted labels: the draw must not depend on which class happens to appear first.
     for label in sorted(by_label):
         idx = by_label[label]
-        keep.extend(idx if len(idx) == n else rng.sample(idx, n))
-    return [examples[i] for i in sorted(keep)]
+        keep.extend(idx if len(idx) == n else [idx[j] for j in rng.choice(len(idx), n, False)])
+    return [examples[i] for i in keep]
 
 
 def random_split(
@@ -259,12 +259,13 @@ def random_split(
 ) -> tuple[list[Example], list[Example], list[Example]]:
     """Seeded shuffle, then train/validation/test cut the way the book does it.
 
-    train_end = int(n * f_train), val_end = train_end + int(n * f_val); test gets the
-    rest, so rounding losses land in the test split.
+    The shuffle is pandas' `df.sample(frac=1, random_state=seed)`: RandomState(seed)'s
+    permutation. train_end = int(n * f_train), val_end = train_end + int(n * f_val); test gets
+    the rest, so rounding losses land in the test split.
     """
     _check_fractions(fractions)
-    shuffled = list(examples)
-    random.Random(seed).shuffle(shuffled)
+    order = np.random.RandomState(seed).permutation(len(examples))
+    shuffled = [examples[i] for i in order]
     train_end = int(len(shuffled) * fractions[0])
     val_end = train_end + int(len(shuffled) * fractions[1])
     return shuffled[:train_end], shuffled[train_end:val_end], shuffled[val_end:]

@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# scaled_dot_product_attention takes enable_gqa from torch 2.5 on.
+_SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5):
@@ -19,10 +22,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 like the reference implementations, then cast back.
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        # Normalise in fp32 like the reference implementations, then cast back; one fused op.
+        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
 
 
 class RoPE(nn.Module):
@@ -36,10 +37,11 @@ class RoPE(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """x: (B, H, T, D); pos: (T,) shared positions, or (B,) one position per row (T == 1)."""
-        if pos.dim() == 1 and x.shape[2] == pos.shape[0]:
-            cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]  # (1, 1, T, D)
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, H, T, D); pos None: positions 0..T-1; else (B,) one position per row (T == 1)."""
+        if pos is None:  # positions 0..T-1: a slice, no gather
+            T = x.shape[2]
+            cos, sin = self.cos[:T][None, None], self.sin[:T][None, None]  # (1, 1, T, D)
         else:
             cos, sin = self.cos[pos][:, None, None], self.sin[pos][:, None, None]  # (B, 1, 1, D)
         half = x.shape[-1] // 2
@@ -70,7 +72,7 @@ class Attention(nn.Module):
         positions = torch.arange(T, device=x.device)
         if query_pos is None:
             q = self.q(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-            q_positions, mask, causal = positions, None, True
+            q_positions, mask, causal = None, None, True
         else:
             xq = x[torch.arange(B, device=x.device), query_pos].unsqueeze(1)  # (B, 1, C)
             q = self.q(xq).view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
@@ -78,13 +80,16 @@ class Attention(nn.Module):
             mask = (positions[None, :] <= query_pos[:, None])[:, None, None, :]  # (B, 1, 1, T)
             q_positions, causal = query_pos, False
         if rope is not None:
-            q, k = rope(q, q_positions), rope(k, positions)
-        if KV != H:
+            q, k = rope(q, q_positions), rope(k, None)
+        extra = {}
+        if KV != H and _SDPA_GQA:
+            extra["enable_gqa"] = True  # shares each key/value head without copying it
+        elif KV != H:
             k = k.repeat_interleave(H // KV, dim=1)  # (B, H, T, D)
             v = v.repeat_interleave(H // KV, dim=1)
         drop = self.drop_rate if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                             dropout_p=drop)
+                                             dropout_p=drop, **extra)
         return self.proj(out.transpose(1, 2).reshape(B, q.shape[2], H * D))
 
 
