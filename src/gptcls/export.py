@@ -15,14 +15,16 @@ HF tokenizers do turn a literally typed special token (e.g. "<|endoftext|>") int
 
 ONNX (`export_onnx`): inputs `input_ids`, `attention_mask` (int64, dynamic batch and sequence,
 right padding), output `logits` at the last real token (lengths = attention_mask.sum(1)).
-Exported with torch's TorchScript-based exporter (dynamo=False): torch 2.13's default dynamo
-exporter needs the extra `onnxscript` package; the legacy one is deprecated but works and the
-tests check the graph on batch and sequence sizes other than the traced ones.
+Exported with torch.export (torch.onnx.export(dynamo=True), the default since torch 2.9; it
+needs `onnxscript`, in the onnx extra). The deprecated TorchScript exporter (dynamo=False)
+cannot export our RMSNorm (aten::rms_norm). Tests run the graph on batch and sequence sizes
+other than the ones it was traced with.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -39,7 +41,6 @@ from gptcls.errors import GptclsError
 from gptcls.inference import Classifier
 from gptcls.tokenizers import Tokenizer, load_tokenizer
 
-ONNX_OPSET = 17
 LLAMA_CLASS = "GptclsLlamaForSequenceClassification"
 _MODELING_FILE = "modeling_gptcls.py"
 _MODELING_SOURCE = '''"""Written by gptcls export: Llama classifier, bias on score."""
@@ -228,35 +229,42 @@ class _OnnxGraph(nn.Module):
         return self.model(input_ids, attention_mask.sum(1))
 
 
-def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike,
-                opset: int = ONNX_OPSET) -> Path:
+def export_onnx(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write an ONNX graph of the run; gptcls metadata (labels, max_length) rides along."""
     try:
-        import onnx
+        import onnxscript  # noqa: F401 - torch's exporter needs it; fail with a clear line
     except ImportError:
         raise GptclsError("ONNX export needs the onnx extra: pip install 'gptcls[onnx]'"
                           ) from None
-    config, model, tokenizer = load_run(Path(run_dir))
+    config, model, _tokenizer = load_run(Path(run_dir))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Traced on a batch of 2 with different lengths, so no two sizes coincide by accident.
     ids = (torch.arange(10, dtype=torch.long).reshape(2, 5) + 100) % config.model.vocab_size
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.long)
-    axes = {"input_ids": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+    batch = torch.export.Dim("batch")
+    seq = torch.export.Dim("sequence", max=config.model.context_length)
+    shapes = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # "torchvision is not installed" notices
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(_OnnxGraph(model.eval()), (ids, mask), dynamo=True,
+                                        verbose=False, dynamic_shapes=shapes,
+                                        input_names=["input_ids", "attention_mask"],
+                                        output_names=["logits"])
+    except Exception as exc:  # torch.export raises many types; keep the first line
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise GptclsError(f"ONNX export failed ({type(exc).__name__}: {first})") from None
+    finally:
+        logger.setLevel(level)
+    program.model.metadata_props.update({
+        "gptcls_labels": json.dumps(config.labels), "gptcls_pooling": config.pooling,
+        "gptcls_max_length": str(config.max_length)})
     tmp = out.with_name(out.name + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer chatter
-        torch.onnx.export(_OnnxGraph(model.eval()), (ids, mask), str(tmp), dynamo=False,
-                          input_names=["input_ids", "attention_mask"],
-                          output_names=["logits"], dynamic_axes=axes, opset_version=opset,
-                          do_constant_folding=True)
-    graph = onnx.load(str(tmp))
-    meta = {"gptcls_labels": json.dumps(config.labels), "gptcls_max_length": str(
-        config.max_length), "gptcls_pooling": config.pooling}
-    for key, value in meta.items():
-        graph.metadata_props.add(key=key, value=value)
-    onnx.save(graph, str(tmp))
+    program.save(str(tmp))
     os.replace(tmp, out)
     return out
 

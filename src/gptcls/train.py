@@ -153,7 +153,9 @@ def make_optimizer(model: ClassifierModel, cfg: TrainConfig) -> torch.optim.Opti
     body = [p for p in model.backbone.parameters() if p.requires_grad]
     groups = [{"params": body, "lr": cfg.lr}] if body else []
     groups.append({"params": head, "lr": cfg.head_lr if cfg.head_lr is not None else cfg.lr})
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The fused kernel updates each tensor in one pass: several times faster than the default
+    # per-op loop on CPU, where the optimizer step otherwise rivals the backward pass.
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: TrainConfig,
