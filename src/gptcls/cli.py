@@ -160,7 +160,9 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pth")
     p.add_argument("out")
     p.add_argument("--labels", default="ham,spam")
-    p.add_argument("--max-length", type=int, default=120)
+    p.add_argument("--max-length", type=int, default=120,
+                   help="the chapter's padded length (120 with its data loading)")
+    p.add_argument("--n-heads", type=int, help="attention heads, for widths that are no GPT-2 size")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,7 +289,7 @@ def cmd_import_book(args: argparse.Namespace) -> None:
     from gptcls.inference import import_book_state_dict
 
     labels = [s.strip() for s in args.labels.split(",") if s.strip()]
-    import_book_state_dict(args.pth, args.out, labels, args.max_length)
+    import_book_state_dict(args.pth, args.out, labels, args.max_length, args.n_heads)
     print(f"wrote run directory {args.out}")
 
 

@@ -145,8 +145,8 @@ def _windows(seq: list[int], size: int) -> list[list[int]]:
 
 
 def import_book_state_dict(pth: str | Path, out_dir: str | Path,
-                           labels: Sequence[str] = ("ham", "spam"), max_length: int = 120
-                           ) -> Classifier:
+                           labels: Sequence[str] = ("ham", "spam"), max_length: int = 120,
+                           n_heads: int | None = None) -> Classifier:
     """Turn the chapter's `review_classifier.pth` (a GPTModel state_dict) into a run directory.
 
     Loaded with torch.load(weights_only=True): no arbitrary pickle code runs. The chapter pads
@@ -164,7 +164,9 @@ def import_book_state_dict(pth: str | Path, out_dir: str | Path,
     except Exception as exc:  # torch raises several types for non-checkpoint files
         raise GptclsError(f"{path} is not a PyTorch state dict: {str(exc).splitlines()[0]}"
                           ) from None
-    mconfig, backbone_sd, head_sd = convert_book_state_dict(sd)
+    mconfig, backbone_sd, head_sd = convert_book_state_dict(sd, n_heads)
+    if not head_sd:
+        raise GptclsError(f"{path} holds a language model (chapter 5), not a classifier")
     if head_sd["weight"].shape[0] != len(labels):
         raise GptclsError(f"the head has {head_sd['weight'].shape[0]} outputs but "
                           f"{len(labels)} labels were given")
