@@ -28,6 +28,14 @@ demo: install
 test: install-dev
 	$(PY) -m pytest -q
 
+# Benchmarks print tables (accuracy, training and inference speed against the book's code and
+# transformers); they take about an hour on 2 cores.
+bench: install-dev
+	bash bench/setup.sh
+	$(PY) bench/accuracy.py
+	$(PY) bench/train_speed.py
+	$(PY) bench/infer_speed.py --chapter-limit 500
+
 lint: install-dev
 	$(VENV)/bin/ruff check src tests bench
 

@@ -142,6 +142,7 @@ def _build_model(opts: RunOptions, num_classes: int):
     torch.manual_seed(opts.train.seed)  # the head's initialisation
     backbone = build_backbone(ckpt.config)
     backbone.load_state_dict(_with_tied(ckpt.state_dict, backbone), strict=True)
+    ckpt.state_dict = {}  # the backbone holds its own copy now: free this one
     model = ClassifierModel(backbone, num_classes, opts.pooling)
     model.set_trainable(opts.trainable_blocks, opts.train_final_norm)
     return model, ckpt.tokenizer, ckpt
