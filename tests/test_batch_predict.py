@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from gptcls import batch_predict
-from gptcls.batch_predict import open_source, predict_file
+from gptcls.batch_predict import predict_file
+from gptcls.batch_sources import open_source
 from gptcls.cli import main
 from gptcls.errors import GptclsError
 from gptcls.inference import Classifier
@@ -199,3 +200,11 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tiny_run, tmp_path, cap
     assert main(["predict", str(tiny_run), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("gptcls: error:") and message in err and "\n" not in err
+
+
+def test_non_string_text_is_one_clear_error(clf, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine"}\n{"text": 42}\n')
+    with pytest.raises(GptclsError, match="data row 2: the text is int"):
+        predict_file(clf, src, tmp_path / "out.csv", progress=False)
+    assert not (tmp_path / "out.csv").exists()

@@ -81,7 +81,38 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
         (out / _MODELING_FILE).write_text(_MODELING_SOURCE)
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     _write_hf_tokenizer(out, config, tokenizer)
+    (out / "README.md").write_text(_model_card(config))
     return out
+
+
+def _model_card(config: ClassifierConfig) -> str:
+    """The loading recipe and the two ways HF differs from gptcls, beside the weights."""
+    remote = ", trust_remote_code=True" if config.model.family == "llama" else ""
+    side = "left" if config.truncate == "tail" else "right"
+    return f"""# gptcls classifier ({config.backbone.get("model", config.model.family)})
+
+Labels: {", ".join(config.labels)}. Exported by `gptcls export --format hf`.
+
+```python
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+model = AutoModelForSequenceClassification.from_pretrained(PATH{remote})
+tok = AutoTokenizer.from_pretrained(PATH)
+enc = tok(texts, padding=True, truncation=True, max_length={config.max_length},
+          return_tensors="pt")
+probs = torch.softmax(model(**enc).logits, -1)
+```
+
+- Same probabilities as gptcls (within 1e-4) with right padding and truncation to
+  {config.max_length} tokens (truncation side: {side}).
+- The model reads the rightmost token that is not the pad token (id in config.json). gptcls
+  never produces special-token ids from text; this tokenizer turns a typed special token (e.g.
+  `<|endoftext|>`) into its id, and a text ending in the pad token is pooled one token early.
+- Llama exports keep the classifier bias in `modeling_gptcls.py` (a LlamaForSequenceClassification
+  subclass): load with trust_remote_code=True, or the bias is dropped (transformers warns).
+- Binary threshold chosen in training: {config.threshold} (not applied by transformers).
+"""
 
 
 def _common_config(config: ClassifierConfig, tok: Tokenizer) -> dict[str, Any]:

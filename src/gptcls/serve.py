@@ -35,7 +35,7 @@ class MicroBatcher:
     def __init__(self, predict: Callable[[list[str]], np.ndarray], max_batch: int = 64,
                  max_wait_ms: float = 5.0):
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gptcls-model")
+        self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[Item] | None = None
         self._worker: asyncio.Task | None = None
@@ -46,6 +46,8 @@ class MicroBatcher:
         # The worker belongs to the loop that serves requests; a new loop (a test client
         # without lifespan) gets a fresh queue and worker.
         loop = asyncio.get_running_loop()
+        if self._executor is None:  # one thread: the model runs one batch at a time
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gptcls-model")
         if self._loop is not loop or self._worker is None or self._worker.done():
             self._loop, self._queue, self._carry = loop, asyncio.Queue(), None
             self._worker = loop.create_task(self._work())
@@ -109,7 +111,10 @@ class MicroBatcher:
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+            self._worker = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
 
 class BodyLimit:
@@ -182,9 +187,12 @@ def create_app(source: Any, max_batch: int = 64, max_wait_ms: float = 5.0, max_t
                max_chars: int = 10000, max_body_bytes: int = 1_000_000,
                device: str = "auto") -> Any:
     """The FastAPI app for a run directory (path) or a loaded `Classifier`."""
-    from fastapi import FastAPI
-    from fastapi.responses import FileResponse, JSONResponse
-    from fastapi.staticfiles import StaticFiles
+    try:
+        from fastapi import FastAPI
+        from fastapi.responses import FileResponse, JSONResponse
+        from fastapi.staticfiles import StaticFiles
+    except ImportError:
+        raise GptclsError("serving needs the serve extra: pip install 'gptcls[serve]'") from None
 
     from gptcls import __version__
     from gptcls.inference import Classifier

