@@ -18,7 +18,7 @@ from gptcls.classifier import (
 )
 from gptcls.errors import GptclsError
 from gptcls.tokenizers import Tokenizer
-from gptcls.train import autocast, device_for
+from gptcls.train import autocast, device_for, length_batches
 
 
 class Classifier:
@@ -83,21 +83,15 @@ class Classifier:
         return out / out.sum(1, keepdims=True)
 
     @torch.inference_mode()
-    def _run(self, ids: list[list[int]], batch_tokens: int = 8192, max_batch: int = 128
+    def _run(self, ids: list[list[int]], batch_tokens: int = 4096, max_batch: int = 128
              ) -> np.ndarray:
         """Texts run sorted by length, so batches hold little padding; input order returned."""
         probs = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        start = 0
-        while start < len(order):
-            longest = len(ids[order[min(start + max_batch, len(order)) - 1]])
-            size = max(1, min(max_batch, batch_tokens // longest))
-            chunk = order[start:start + size]
+        for chunk in length_batches([len(s) for s in ids], batch_tokens, max_batch):
             x, lengths = pad_batch([torch.tensor(ids[i]) for i in chunk])
             with autocast(self.device):
                 logits = self.model(x.to(self.device), lengths.to(self.device)).float()
             probs[chunk] = torch.softmax(logits, -1).cpu().numpy()
-            start += size
         return probs
 
     def evaluate(self, path: str | Path, long_text: str = "truncate", chunk_reduce: str = "mean",

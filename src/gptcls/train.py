@@ -7,7 +7,6 @@ and right-padded, so almost no compute goes to padding.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -101,19 +100,14 @@ def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[i
         return Store(items, y, cached=False)
     model.eval()
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
-    order = sorted(range(len(items)), key=lambda i: len(items[i]))
     bar = tqdm(total=len(items), desc=f"caching {desc}", unit="text", disable=None, leave=False)
-    start = 0
-    while start < len(order):
-        size = max(1, batch_tokens // len(items[order[min(start + 7, len(order) - 1)]]))
-        chunk = order[start:start + size]
+    for chunk in length_batches([len(s) for s in ids], batch_tokens, max_batch=512):
         x, lengths = pad_batch([items[i] for i in chunk])
         with autocast(device):
             h = model.trunk(x.to(device)).float()  # (B, T, C)
         for row, i in enumerate(chunk):
             out[i] = h[row, : lengths[row]].clone()
         bar.update(len(chunk))
-        start += len(chunk)
     bar.close()
     return Store(out, y, cached=True)
 
@@ -212,17 +206,20 @@ def _sample(store: Store, cfg: TrainConfig, gen: torch.Generator) -> list[list[i
     return make_batches(store.lengths, cfg.batch_size, bucket=cfg.bucket, order=order)
 
 
-def full_batches(store: Store, batch_tokens: int = 8192, max_batch: int = 64) -> list[list[int]]:
-    """All examples, sorted by length, in batches of about `batch_tokens` tokens (evaluation)."""
-    order = sorted(range(len(store)), key=lambda i: store.lengths[i])
+def length_batches(lengths: Sequence[int], batch_tokens: int = 4096, max_batch: int = 64
+                   ) -> list[list[int]]:
+    """Every index once, sorted by length, in batches whose padded size (count x longest)
+    stays within `batch_tokens`: big matrix products, almost no padding."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches, cur = [], []
     for i in order:
-        if cur and (len(cur) + 1) * store.lengths[i] > batch_tokens or len(cur) == max_batch:
+        if cur and ((len(cur) + 1) * lengths[i] > batch_tokens or len(cur) == max_batch):
             batches.append(cur)
             cur = []
         cur.append(i)
     return batches + ([cur] if cur else [])
 
 
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)
+def full_batches(store: Store, batch_tokens: int = 4096, max_batch: int = 64) -> list[list[int]]:
+    """All examples of a store in length-sorted batches (evaluation)."""
+    return length_batches(store.lengths, batch_tokens, max_batch)
