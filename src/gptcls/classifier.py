@@ -113,20 +113,26 @@ class ClassifierModel(nn.Module):
 
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int,
                  pooling: str = "last", truncate: str = "head") -> list[list[int]]:
-    """Token ids, truncated to max_length: keeping the start (head, as the book does) or the end.
+    """Token ids of texts, fitted to max_length by `fit_ids`."""
+    return fit_ids(tokenizer.encode_batch(list(texts)), max_length, tokenizer.pad_id, pooling,
+                   truncate)
+
+
+def fit_ids(seqs: Sequence[list[int]], max_length: int, pad_id: int, pooling: str = "last",
+            truncate: str = "head") -> list[list[int]]:
+    """Truncate token ids to max_length, keeping the start (head, as the book does) or the end.
 
     For `last-position` pooling every text is padded to max_length with the pad token, which
     reproduces the book's fixed-length batches: its pooled position is the last one.
     """
     if truncate not in TRUNCATIONS:
         raise GptclsError(f"unknown truncation {truncate!r}; use head or tail")
-    ids = [seq[:max_length] if truncate == "head" else seq[-max_length:]
-           for seq in tokenizer.encode_batch(list(texts))]
+    ids = [seq[:max_length] if truncate == "head" else seq[-max_length:] for seq in seqs]
     for i, seq in enumerate(ids):
         if not seq:
             raise GptclsError(f"text {i + 1} is empty after tokenization; nothing to classify")
     if pooling == "last-position":
-        ids = [seq + [tokenizer.pad_id] * (max_length - len(seq)) for seq in ids]
+        ids = [seq + [pad_id] * (max_length - len(seq)) for seq in ids]
     return ids
 
 

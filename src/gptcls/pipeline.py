@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from gptcls.classifier import ClassifierConfig, ClassifierModel, encode_texts, save_run
+from gptcls.classifier import ClassifierConfig, ClassifierModel, fit_ids, save_run
 from gptcls.data import SPLIT_NAMES
 from gptcls.errors import GptclsError
 from gptcls.metrics import (
@@ -183,10 +183,10 @@ def _tokenize_splits(tokenizer, splits: dict, opts: RunOptions, context_length: 
     """Token ids per split. max_length = the longest training text (the chapter's rule),
     capped by --max-length and the model's context; other splits are truncated to it."""
     limit = min(opts.max_length or context_length, context_length)
-    raw = tokenizer.encode_batch([e.text for e in splits["train"]])
-    max_length = min(max(len(s) for s in raw), limit)
-    ids = {name: encode_texts(tokenizer, [e.text for e in splits[name]], max_length,
-                              opts.pooling, opts.truncate) for name in SPLIT_NAMES}
+    raw = {name: tokenizer.encode_batch([e.text for e in splits[name]]) for name in SPLIT_NAMES}
+    max_length = min(max(len(s) for s in raw["train"]), limit)
+    ids = {name: fit_ids(raw[name], max_length, tokenizer.pad_id, opts.pooling, opts.truncate)
+           for name in SPLIT_NAMES}
     return ids, max_length
 
 
