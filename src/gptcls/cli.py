@@ -168,7 +168,9 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from gptcls import __version__
 
-    parser = argparse.ArgumentParser(prog="gptcls", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="gptcls", description="Fine-tune pretrained GPT-style language models into text "
+        "classifiers, then classify, evaluate, serve and export them.")
     parser.add_argument("--version", action="version", version=f"gptcls {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_classify, _add_evaluate, _add_generate, _add_import,
