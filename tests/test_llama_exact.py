@@ -16,27 +16,16 @@ import pytest
 import torch
 import transformers as tf
 from _smollm import smollm_gguf_path
+from test_weights import hf_greedy, ours  # shared helpers: our model, HF greedy loop
 from torch import nn
 
 from gptcls.generate import generate
-from gptcls.models import build_backbone
 from gptcls.weights import Checkpoint, load_checkpoint
 from gptcls.weights_gguf import SMOLLM2_ENV, _fast_kernels, _unpermute
 
 SMS = Path(__file__).resolve().parents[2] / "shared/data/sms_spam_collection/SMSSpamCollection"
 
 
-def ours(ckpt: Checkpoint) -> nn.Module:
-    model = build_backbone(ckpt.config)
-    model.load_state_dict(ckpt.state_dict, strict=True)
-    return model.eval()
-
-
-@torch.no_grad()
-def hf_greedy(model: nn.Module, ids: torch.Tensor, n: int) -> torch.Tensor:
-    for _ in range(n):  # no KV cache, no stopping: the same rule as gptcls.generate
-        ids = torch.cat([ids, model(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return ids
 
 
 @torch.no_grad()
