@@ -18,6 +18,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     from gptcls.classifier import POOLINGS, TRUNCATIONS
     from gptcls.pipeline import DEFAULT_MODEL
     from gptcls.splits import BALANCE_MODES
+    from gptcls.train import EARLY_STOPPING, LR_SCHEDULES, PRECISIONS
 
     p = sub.add_parser("train", help="fine-tune a classifier and save a run directory")
     p.add_argument("--model", default=DEFAULT_MODEL,
@@ -50,6 +51,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "positive rate")
     p.add_argument("--eval-freq", type=int)
     p.add_argument("--eval-iter", type=int)
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="constant (default, the chapter's), or linear/cosine decay to 0")
+    p.add_argument("--warmup-steps", type=int, help="linear learning-rate warmup steps")
+    p.add_argument("--early-stopping", choices=EARLY_STOPPING,
+                   help="score all of validation each epoch and keep the best epoch's weights")
+    p.add_argument("--patience", type=int,
+                   help="with --early-stopping: stop after this many epochs without improvement")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="compute dtype of the frozen layers on CPU: fp32 (default, exact) or "
+                   "bf16 (about 2.5x faster on CPUs with AVX512-BF16/AMX; on CUDA bf16 always)")
     p.add_argument("--no-cache-trunk", dest="cache_trunk", action="store_false", default=None,
                    help="run the frozen layers every step instead of caching their output")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -197,7 +208,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         weight_decay=args.weight_decay, trainable_blocks=args.trainable_blocks,
         pooling=args.pooling, max_length=args.max_length, seed=args.seed,
         split_seed=args.split_seed, balance=args.balance, eval_freq=args.eval_freq,
-        eval_iter=args.eval_iter, cache_trunk=args.cache_trunk, device=args.device)
+        eval_iter=args.eval_iter, cache_trunk=args.cache_trunk, device=args.device,
+        lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+        early_stopping=args.early_stopping, patience=args.patience, precision=args.precision)
     if args.weights == "random":
         print("NOTE: --weights random: the backbone is randomly initialised, not pretrained; "
               "expect chance-level features (the chapter's random-weights experiment).")

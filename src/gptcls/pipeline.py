@@ -105,7 +105,8 @@ def run_training(opts: RunOptions) -> dict[str, Any]:
     cache = _use_cache(model, ids, opts.train)
     t0 = time.perf_counter()
     stores = {name: build_store(model, ids[name], [splits.labels.index(e.label)
-                                                   for e in splits[name]], cache, device, desc=name)
+                                                   for e in splits[name]], cache, device, desc=name,
+                                 precision=opts.train.precision)
               for name in SPLIT_NAMES}
     times["trunk_cache_s"] = time.perf_counter() - t0
 

@@ -7,6 +7,7 @@ and right-padded, so almost no compute goes to padding.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gptcls.classifier import ClassifierModel, pad_batch
+from gptcls.errors import GptclsError
 
 
 @dataclass
@@ -35,6 +37,17 @@ class TrainConfig:
     max_cache_mb: float = 4096.0  # above this the trunk is not cached (runs every step)
     bucket: bool = True
     class_weights: list[float] | None = None
+    lr_schedule: str = "constant"  # constant | linear | cosine (decay to 0 after warmup)
+    warmup_steps: int = 0
+    # val_loss | val_f1: evaluate all of validation each epoch, restore the best epoch's weights
+    early_stopping: str | None = None
+    patience: int | None = None  # epochs without improvement before stopping (None: never)
+    precision: str = "fp32"  # fp32 | bf16: compute dtype of the frozen trunk on CPU
+
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+EARLY_STOPPING = ("val_loss", "val_f1")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -84,15 +97,18 @@ def device_for(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op context on CPU (fp32 is the exact, tested path)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, precision: str = "fp32"):
+    """bf16 autocast on CUDA always; on CPU only when asked (fp32 is the exact, tested path).
+    Matrix products run in bf16, norms and the residual stream stay fp32."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.inference_mode()
 def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[int],
                 cache: bool, device: torch.device, batch_tokens: int = 4096,
-                desc: str = "trunk") -> Store:
+                desc: str = "trunk", precision: str = "fp32") -> Store:
     """Token ids -> Store; with `cache`, runs the frozen trunk once per text (real tokens only)."""
     y = torch.tensor(list(labels), dtype=torch.long)
     items = [torch.tensor(s, dtype=torch.long) for s in ids]
@@ -103,7 +119,7 @@ def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[i
     bar = tqdm(total=len(items), desc=f"caching {desc}", unit="text", disable=None, leave=False)
     for chunk in length_batches([len(s) for s in ids], batch_tokens, max_batch=512):
         x, lengths = pad_batch([items[i] for i in chunk])
-        with autocast(device):
+        with autocast(device, precision):
             h = model.trunk(x.to(device)).float()  # (B, T, C)
         for row, i in enumerate(chunk):
             out[i] = h[row, : lengths[row]].clone()
@@ -152,6 +168,54 @@ def make_optimizer(model: ClassifierModel, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over `warmup_steps`, then constant, linear or cosine decay to 0."""
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise GptclsError(f"unknown lr schedule {cfg.lr_schedule!r}; "
+                          f"choose one of: {', '.join(LR_SCHEDULES)}")
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        if cfg.lr_schedule == "linear":
+            return 1.0 - progress
+        if cfg.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class EarlyStopping:
+    """Tracks a full-validation metric per epoch and keeps the best epoch's trainable weights."""
+
+    def __init__(self, metric: str, patience: int | None):
+        if metric not in EARLY_STOPPING:
+            raise GptclsError(f"unknown early-stopping metric {metric!r}; "
+                              f"choose one of: {', '.join(EARLY_STOPPING)}")
+        self.metric, self.patience = metric, patience
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.state: dict[str, torch.Tensor] = {}
+
+    def update(self, model: ClassifierModel, epoch: int, val: dict) -> bool:
+        """Record epoch `epoch` (1-based); True when training should stop."""
+        score = -val["loss"] if self.metric == "val_loss" else val["macro_f1"]
+        if self.best is None or score > self.best:
+            self.best, self.best_epoch = score, epoch
+            self.state = {k: p.detach().clone() for k, p in model.named_parameters()
+                          if p.requires_grad}
+        return self.patience is not None and epoch - self.best_epoch >= self.patience
+
+    def restore(self, model: ClassifierModel) -> None:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for k, v in self.state.items():
+                params[k].copy_(v)
+
+
 def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: TrainConfig,
           device: torch.device, log: Callable[[str], None] | None = None) -> dict[str, list]:
     """The chapter's `train_classifier_simple`, on length-bucketed batches of a Store."""
@@ -162,6 +226,8 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
     hist: dict[str, list] = {k: [] for k in ("train_losses", "val_losses", "examples_seen_at_eval",
                                              "train_accs", "val_accs", "epoch_seconds")}
     steps_per_epoch = len(train_store) // cfg.batch_size
+    sched = make_scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
+    stopper = EarlyStopping(cfg.early_stopping, cfg.patience) if cfg.early_stopping else None
     val_batches = make_batches(val_store.lengths, cfg.batch_size, bucket=cfg.bucket,
                                order=range(min(len(val_store), cfg.eval_iter * cfg.batch_size)))
     examples_seen, step = 0, -1
@@ -175,6 +241,7 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             examples_seen += len(idx)
             step += 1
             bar.update(1)
@@ -193,10 +260,42 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
         hist["val_accs"].append(va_acc)
         hist["epoch_seconds"].append(time.perf_counter() - t0)
         log(f"Training accuracy: {tr_acc * 100:.2f}% | Validation accuracy: {va_acc * 100:.2f}%")
+        if stopper and _early_stop_epoch(model, val_store, device, weights, stopper, epoch,
+                                         hist, log):
+            break
     bar.close()
+    if stopper:
+        stopper.restore(model)
+        hist["best_epoch"] = [stopper.best_epoch]
+        log(f"restored the weights of epoch {stopper.best_epoch} (best {stopper.metric})")
     hist["examples_seen"] = [examples_seen]
     hist["steps"] = [step + 1]
     return hist
+
+
+def _early_stop_epoch(model: ClassifierModel, val_store: Store, device: torch.device,
+                      weights: torch.Tensor | None, stopper: EarlyStopping, epoch: int,
+                      hist: dict[str, list], log: Callable[[str], None]) -> bool:
+    """Evaluate all of validation, update the stopper; True when patience ran out."""
+    va = evaluate(model, val_store, full_batches(val_store), device, weights)
+    va["macro_f1"] = macro_f1(val_store.labels, va["probs"].argmax(-1), va["probs"].shape[1])
+    hist.setdefault("val_full_losses", []).append(va["loss"])
+    hist.setdefault("val_macro_f1", []).append(va["macro_f1"])
+    stop = stopper.update(model, epoch + 1, va)
+    if stop:
+        log(f"early stopping after epoch {epoch + 1}: no better {stopper.metric} for "
+            f"{stopper.patience} epoch(s)")
+    return stop
+
+
+def macro_f1(y: torch.Tensor, pred: torch.Tensor, n_classes: int) -> float:
+    """Unweighted mean of per-class F1 (a class absent from both y and pred scores 0)."""
+    f1s = []
+    for c in range(n_classes):
+        tp = int(((pred == c) & (y == c)).sum())
+        denom = int((pred == c).sum()) + int((y == c).sum())
+        f1s.append(2 * tp / denom if denom else 0.0)
+    return sum(f1s) / n_classes
 
 
 def _sample(store: Store, cfg: TrainConfig, gen: torch.Generator) -> list[list[int]]:
