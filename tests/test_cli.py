@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from gptcls.cli import main
+from gptcls.errors import GptclsError
 from gptcls.inference import Classifier
 
 
@@ -111,3 +112,25 @@ def test_generate_with_random_tiny_weights(capsys):
     assert main(["generate", "Every effort moves you", "--model", "gpt2-tiny", "--weights",
                  "random", "--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out.startswith("Every effort moves you")
+
+
+def test_repeated_texts_are_classified_once_and_get_identical_probabilities(tiny_run):
+    clf = Classifier.load(tiny_run, device="cpu")
+    texts = ["win cash now", "lunch?", "win cash now", "see you", "lunch?"]
+    calls = []
+    forward = clf.model.forward
+    clf.model.forward = lambda x, lengths: (calls.append(x.shape[0]), forward(x, lengths))[1]
+    probs = clf.predict_proba(texts)
+    assert sum(calls) == 3
+    np.testing.assert_array_equal(probs[0], probs[2])
+    np.testing.assert_array_equal(probs[1], probs[4])
+    assert probs.shape == (5, 2)
+
+
+def test_bf16_inference_is_close_to_fp32(tiny_run):
+    texts = ["Free entry! Text WIN now", "see you soon", "call me when you land"]
+    fp32 = Classifier.load(tiny_run, device="cpu").predict_proba(texts)
+    bf16 = Classifier.load(tiny_run, device="cpu", precision="bf16").predict_proba(texts)
+    assert np.abs(fp32 - bf16).max() < 0.05
+    with pytest.raises(GptclsError, match="unknown precision 'fp8'"):
+        Classifier.load(tiny_run, device="cpu", precision="fp8")

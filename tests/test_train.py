@@ -131,3 +131,19 @@ def test_store_batch_pads_right():
     x, lengths, y = store.batch([0, 1], CPU)
     assert x.tolist() == [[1, 2, 3], [4, 0, 0]] and lengths.tolist() == [3, 1]
     assert y.tolist() == [0, 1]
+
+
+def test_duplicate_texts_run_the_trunk_once_and_get_the_same_activations():
+    ids, labels = synthetic(12)
+    dup_ids = ids + [ids[3], ids[0], ids[3]]
+    model = tiny_classifier(blocks=1)
+    rows = []
+    trunk = model.trunk
+    model.trunk = lambda x: (rows.append(x.shape[0]), trunk(x))[1]
+    store = build_store(model, dup_ids, labels + [labels[3], labels[0], labels[3]], True, CPU)
+    assert sum(rows) == len({tuple(s) for s in dup_ids}) == 12
+    torch.testing.assert_close(store.items[12], store.items[3], atol=0, rtol=0)
+    torch.testing.assert_close(store.items[13], store.items[0], atol=0, rtol=0)
+    ref = build_store(tiny_classifier(blocks=1), ids, labels, True, CPU)
+    for a, b in zip(store.items[:12], ref.items, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

@@ -18,7 +18,7 @@ from gptcls.classifier import (
 )
 from gptcls.errors import GptclsError
 from gptcls.tokenizers import Tokenizer
-from gptcls.train import PRECISIONS, autocast, device_for, length_batches
+from gptcls.train import PRECISIONS, autocast, device_for, length_batches, unique_sequences
 
 
 class Classifier:
@@ -91,14 +91,16 @@ class Classifier:
     @torch.inference_mode()
     def _run(self, ids: list[list[int]], batch_tokens: int = 4096, max_batch: int = 128
              ) -> np.ndarray:
-        """Texts run sorted by length, so batches hold little padding; input order returned."""
-        probs = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
-        for chunk in length_batches([len(s) for s in ids], batch_tokens, max_batch):
-            x, lengths = pad_batch([torch.tensor(ids[i]) for i in chunk])
+        """Each distinct text runs once, sorted by length so batches hold little padding;
+        probabilities come back in input order."""
+        first, owner = unique_sequences(ids)
+        probs = np.zeros((len(first), len(self.labels)), dtype=np.float32)
+        for chunk in length_batches([len(ids[i]) for i in first], batch_tokens, max_batch):
+            x, lengths = pad_batch([torch.tensor(ids[first[j]]) for j in chunk])
             with autocast(self.device, self.precision):
                 logits = self.model(x.to(self.device), lengths.to(self.device)).float()
             probs[chunk] = torch.softmax(logits, -1).cpu().numpy()
-        return probs
+        return probs[owner]
 
     def evaluate(self, path: str | Path, long_text: str = "truncate", chunk_reduce: str = "mean",
                  **read_options) -> dict:
