@@ -7,6 +7,9 @@ character 2-5-gram TF-IDF + logistic regression fitted on the same split in the 
     .venv/bin/python bench/accuracy.py                 # seeds 123,1,2,3
     .venv/bin/python bench/accuracy.py --seeds 123 --model gpt2-small
 
+The seeds share one split, hence one frozen-trunk pass: it is computed for the first seed and
+read back from ROOT/trunk-cache for the others (the run's trunk_cache_s shows which).
+
 Targets (issue 3): >= 98.67% test accuracy (<= 4 errors of 300) at seed 123, >= 98.0% at 1, 2, 3.
 Needs scikit-learn (the dev extra).
 """
@@ -53,7 +56,8 @@ def main() -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         opts = options_with_recipe(root / f"seed{seed}", args.model, weights=args.weights,
-                                   data=args.data, seed=seed)
+                                   data=args.data, seed=seed,
+                                   trunk_cache_dir=str(root / "trunk-cache"))
         m = run_training(opts)
         errors = round((1 - m["test_accuracy"]) * m["examples"]["test"])
         rows.append((f"gptcls {args.model} (seed {seed})", m["train_accuracy"],

@@ -147,3 +147,23 @@ def test_duplicate_texts_run_the_trunk_once_and_get_the_same_activations():
     ref = build_store(tiny_classifier(blocks=1), ids, labels, True, CPU)
     for a, b in zip(store.items[:12], ref.items, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_trunk_cache_dir_reads_back_and_is_keyed_by_weights_texts_and_precision(tmp_path):
+    ids, labels = synthetic(16)
+    model = tiny_classifier(blocks=1)
+    first = build_store(model, ids, labels, True, CPU, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("trunk-*.safetensors"))) == 1
+    model.trunk = lambda x: pytest.fail("the trunk ran although its output is on disk")
+    again = build_store(model, ids + [ids[0]], labels + [labels[0]], True, CPU,
+                        cache_dir=tmp_path)
+    for a, b in zip(first.items + [first.items[0]], again.items, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    other = tiny_classifier(blocks=1, seed=9)  # other weights: another file
+    build_store(other, ids, labels, True, CPU, cache_dir=tmp_path)
+    build_store(tiny_classifier(blocks=1), ids[:8], labels[:8], True, CPU, cache_dir=tmp_path)
+    build_store(tiny_classifier(blocks=1), ids, labels, True, CPU, precision="bf16",
+                cache_dir=tmp_path)
+    build_store(tiny_classifier(blocks=2), ids, labels, True, CPU, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("trunk-*.safetensors"))) == 5
+    assert not list(tmp_path.glob("*.tmp"))

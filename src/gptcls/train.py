@@ -7,11 +7,14 @@ and right-padded, so almost no compute goes to padding.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +46,9 @@ class TrainConfig:
     early_stopping: str | None = None
     patience: int | None = None  # epochs without improvement before stopping (None: never)
     precision: str = "fp32"  # fp32 | bf16: compute dtype of the frozen trunk on CPU
+    # A folder to keep trunk activations in across runs (seeds, grids): same weights, texts,
+    # depth and precision -> the trunk is read back instead of recomputed. None: in memory only.
+    trunk_cache_dir: str | None = None
 
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -108,15 +114,24 @@ def autocast(device: torch.device, precision: str = "fp32"):
 @torch.inference_mode()
 def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[int],
                 cache: bool, device: torch.device, batch_tokens: int = 4096,
-                desc: str = "trunk", precision: str = "fp32") -> Store:
+                desc: str = "trunk", precision: str = "fp32",
+                cache_dir: str | Path | None = None) -> Store:
     """Token ids -> Store; with `cache`, runs the frozen trunk once per distinct text (real
-    tokens only): duplicates share one activation tensor."""
+    tokens only): duplicates share one activation tensor. With `cache_dir`, activations are
+    read from / written to a file named by a fingerprint of weights, texts and precision."""
     y = torch.tensor(list(labels), dtype=torch.long)
     items = [torch.tensor(s, dtype=torch.long) for s in ids]
     if not cache:
         return Store(items, y, cached=False)
-    model.eval()
     first, owner = unique_sequences(ids)
+    path = None
+    if cache_dir is not None:
+        key = trunk_fingerprint(model, [ids[i] for i in first], precision)
+        path = Path(cache_dir) / f"trunk-{key}.safetensors"
+        if path.is_file():
+            distinct = _read_activations(path)
+            return Store([distinct[j] for j in owner], y, cached=True)
+    model.eval()
     out: dict[int, torch.Tensor] = {}
     bar = tqdm(total=len(first), desc=f"caching {desc}", unit="text", disable=None, leave=False)
     for chunk in length_batches([len(ids[i]) for i in first], batch_tokens, max_batch=512):
@@ -127,7 +142,47 @@ def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[i
             out[j] = h[row, : lengths[row]].clone()
         bar.update(len(chunk))
     bar.close()
-    return Store([out[j] for j in owner], y, cached=True)
+    distinct = [out[j] for j in range(len(first))]
+    if path is not None:
+        _write_activations(path, distinct)
+    return Store([distinct[j] for j in owner], y, cached=True)
+
+
+def trunk_fingerprint(model: ClassifierModel, ids: Sequence[Sequence[int]],
+                      precision: str) -> str:
+    """sha256 of what the trunk's output depends on: config, depth, precision, the texts'
+    ids and the trunk weights (every 997th value of each tensor: cheap, and any real change
+    of weights moves many of them)."""
+    h = hashlib.sha256()
+    bb = model.backbone
+    h.update(json.dumps([bb.config.to_dict(), model.first_trainable, precision]).encode())
+    for seq in ids:
+        h.update(torch.tensor(list(seq), dtype=torch.int64).numpy().tobytes())
+        h.update(b"|")
+    modules = [bb.tok_emb, *list(bb.blocks)[: model.first_trainable]]
+    modules += [m for m in (getattr(bb, "pos_emb", None),) if m is not None]
+    for module in modules:
+        for name, t in module.state_dict().items():
+            h.update(f"{name}{tuple(t.shape)}".encode())
+            h.update(t.detach().flatten()[::997].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _write_activations(path: Path, items: list[torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"flat": torch.cat(items), "lengths": torch.tensor([len(x) for x in items])},
+              str(tmp))
+    tmp.replace(path)  # atomic: a killed run never leaves a half-written cache behind
+
+
+def _read_activations(path: Path) -> list[torch.Tensor]:
+    from safetensors.torch import load_file
+
+    d = load_file(str(path))
+    return list(torch.split(d["flat"], d["lengths"].tolist()))
 
 
 def unique_sequences(ids: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
