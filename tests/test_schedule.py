@@ -86,3 +86,15 @@ def test_bf16_trunk_is_close_to_fp32_and_not_equal():
     scale = max(float(a.abs().max()) for a in fp32.items)
     assert 0 < max(diffs) < 0.05 * scale
     assert all(b.dtype == torch.float32 for b in bf16.items)
+
+
+def test_physical_cores_count_hyperthreads_once():
+    from gptcls.train import count_cores
+
+    # 2 sockets x 2 cores x 2 hyper-threads = 8 processors, 4 cores.
+    info = "\n\n".join(f"processor\t: {i}\nphysical id\t: {i // 4}\ncore id\t\t: {(i // 2) % 2}"
+                       for i in range(8))
+    assert count_cores(info) == 4
+    assert count_cores(info, allowed={0, 1}) == 1  # two threads of one core
+    assert count_cores(info, allowed={0, 2, 4}) == 3
+    assert count_cores("processor\t: 0\n") == 0  # no core ids: the caller falls back

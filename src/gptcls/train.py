@@ -103,6 +103,45 @@ def device_for(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def physical_cores() -> int:
+    """Cores this process may use, counting hyper-threads once (matrix products gain nothing
+    from a core's second thread and lose time to contention)."""
+    import os
+
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    logical = len(allowed) if allowed else (os.cpu_count() or 1)
+    try:
+        cores = count_cores(Path("/proc/cpuinfo").read_text(), allowed)
+    except (OSError, ValueError):
+        return logical
+    return max(1, min(cores, logical)) if cores else logical
+
+
+def count_cores(cpuinfo: str, allowed: set[int] | None = None) -> int:
+    """Distinct (physical id, core id) pairs among the allowed processors of /proc/cpuinfo."""
+    cores: set[tuple[str, str]] = set()
+    cpu, phys = -1, "0"
+    for line in cpuinfo.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            cpu, phys = int(value), "0"
+        elif key == "physical id":
+            phys = value
+        elif key == "core id" and (allowed is None or cpu in allowed):
+            cores.add((phys, value))
+    return len(cores)
+
+
+def configure_threads() -> int:
+    """torch's CPU threads = physical cores, unless OMP_NUM_THREADS or GPTCLS_THREADS says."""
+    import os
+
+    wanted = os.environ.get("GPTCLS_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    n = int(wanted) if wanted and wanted.isdigit() and int(wanted) > 0 else physical_cores()
+    torch.set_num_threads(n)
+    return n
+
+
 def autocast(device: torch.device, precision: str = "fp32"):
     """bf16 autocast on CUDA always; on CPU only when asked (fp32 is the exact, tested path).
     Matrix products run in bf16, norms and the residual stream stay fp32."""
