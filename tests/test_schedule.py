@@ -89,7 +89,7 @@ def test_bf16_trunk_is_close_to_fp32_and_not_equal():
 
 
 def test_physical_cores_count_hyperthreads_once():
-    from gptcls.train import count_cores
+    from gptcls.device import count_cores
 
     # 2 sockets x 2 cores x 2 hyper-threads = 8 processors, 4 cores.
     info = "\n\n".join(f"processor\t: {i}\nphysical id\t: {i // 4}\ncore id\t\t: {(i // 2) % 2}"

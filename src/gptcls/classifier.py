@@ -1,8 +1,12 @@
 """The classifier: a backbone, a pooling rule and a linear head; and its run directory.
 
-The model is split at the first trainable block. Everything below (the "trunk") is frozen,
-so its output for a text never changes during training and can be computed once (train.py
-caches it); only the "top" (trainable blocks, final norm, head) runs every step.
+The model is split at the first trainable block (the lowest one with any trainable parameter,
+LoRA adapters included). Everything below (the "trunk") is frozen, so its output for a text
+never changes during training and can be computed once (train.py caches it); only the "top"
+(trainable blocks, final norm, head) runs every step.
+
+Trainable policies: last-layer (head and final norm only), last-block, last-N-blocks, all (every
+block), lora (frozen weights plus low-rank adapters); embeddings train only when asked.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gptcls.errors import GptclsError
+from gptcls.lora import apply_lora, has_lora, lora_spec
+from gptcls.lora import merge_lora as merge_adapters
 from gptcls.models import Backbone, ModelConfig, build_backbone
 from gptcls.tokenizers import Tokenizer, load_tokenizer
 
@@ -27,6 +33,7 @@ FORMAT_VERSION = 1
 SINGLE_POSITION_POOLINGS = ("last", "last-position", "first")
 POOLINGS = (*SINGLE_POSITION_POOLINGS, "mean")
 TRUNCATIONS = ("head", "tail")
+TRAINABLE_POLICIES = ("last-layer", "last-block", "last-N-blocks", "all", "lora")
 
 
 @dataclass
@@ -43,7 +50,16 @@ class ClassifierConfig:
     backbone: dict[str, Any] = field(default_factory=dict)  # preset name and weight source
     threshold: float | None = None  # binary tasks: P(labels[1]) >= threshold -> labels[1]
     truncate: str = "head"  # keep the first max_length tokens (head) or the last (tail)
+    # The trainable policy (None: named from trainable_blocks, its resolved block count).
+    trainable: str | None = None
+    train_embeddings: bool = False
+    # lora policy: rank, alpha, targets (qualified names), blocks, merged (adapters folded in)
+    lora: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.trainable is None:  # also runs written before trainable policies
+            self.trainable = policy_name(self.trainable_blocks)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -57,6 +73,27 @@ class ClassifierConfig:
         return cls(**d)
 
 
+def policy_name(n_blocks: int) -> str:
+    """The policy that trains the last n_blocks blocks."""
+    return {0: "last-layer", 1: "last-block"}.get(n_blocks, "last-N-blocks")
+
+
+def policy_blocks(policy: str, n_blocks: int | None, n_layers: int) -> int:
+    """How many top blocks a policy trains (or adapts, for lora)."""
+    if policy not in TRAINABLE_POLICIES:
+        raise GptclsError(f"unknown trainable policy {policy!r}; choose one of: "
+                          f"{', '.join(TRAINABLE_POLICIES)}")
+    fixed = {"last-layer": 0, "last-block": 1, "all": n_layers}
+    if policy in fixed:
+        if n_blocks is not None and n_blocks != fixed[policy]:
+            raise GptclsError(f"--trainable {policy} trains {fixed[policy]} blocks; "
+                              f"--trainable-blocks goes with last-N-blocks or lora")
+        return fixed[policy]
+    if n_blocks is None and policy == "last-N-blocks":
+        raise GptclsError("--trainable last-N-blocks needs --trainable-blocks N")
+    return n_layers if n_blocks is None else n_blocks
+
+
 class ClassifierModel(nn.Module):
     def __init__(self, backbone: Backbone, num_classes: int, pooling: str = "last"):
         super().__init__()
@@ -65,9 +102,11 @@ class ClassifierModel(nn.Module):
         self.backbone = backbone
         self.head = nn.Linear(backbone.config.emb_dim, num_classes)
         self.pooling = pooling
-        self.first_trainable = backbone.config.n_layers  # set by set_trainable
+        self.first_trainable = backbone.config.n_layers  # set by set_trainable / set_policy
+        self.lora: dict[str, Any] | None = None  # the LoRA options in use, set by set_policy
 
-    def set_trainable(self, n_blocks: int, final_norm: bool = True) -> None:
+    def set_trainable(self, n_blocks: int, final_norm: bool = True,
+                      embeddings: bool = False) -> None:
         """Freeze the backbone but its last `n_blocks` blocks (and final norm); the head trains."""
         n_layers = self.backbone.config.n_layers
         if not 0 <= n_blocks <= n_layers:
@@ -75,9 +114,50 @@ class ClassifierModel(nn.Module):
         self.backbone.requires_grad_(False)
         for block in self.backbone.blocks[n_layers - n_blocks:]:
             block.requires_grad_(True)
+        self._set_ends(final_norm, embeddings)
+
+    def set_policy(self, policy: str, n_blocks: int | None = None, *, final_norm: bool = True,
+                   embeddings: bool = False, lora: dict[str, Any] | None = None) -> int:
+        """Apply a trainable policy; returns its block count. `lora` (rank, alpha, targets) is
+        for the lora policy only: it replaces the target projections of the last `n_blocks`
+        blocks (default: all) by adapters, the only backbone weights that then train."""
+        n_layers = self.backbone.config.n_layers
+        n = policy_blocks(policy, n_blocks, n_layers)
+        if policy != "lora":
+            if lora is not None:
+                raise GptclsError("LoRA options (--lora-rank, --lora-alpha, --lora-targets) "
+                                  "need --trainable lora")
+            self.set_trainable(n, final_norm, embeddings)
+            return n
+        if has_lora(self):
+            raise GptclsError("this model already has LoRA adapters")
+        spec = lora_spec(**(lora or {}))
+        self.backbone.requires_grad_(False)
+        targets = apply_lora(self.backbone, spec["rank"], spec["alpha"], spec["targets"], n)
+        self.lora = {**spec, "targets": targets, "blocks": n, "merged": False}
+        self._set_ends(final_norm, embeddings)
+        return n
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA adapters into the base weights (same logits, a plain model)."""
+        merge_adapters(self.backbone)
+        if self.lora is not None:
+            self.lora = {**self.lora, "merged": True}
+
+    def _set_ends(self, final_norm: bool, embeddings: bool) -> None:
+        """Final norm, embeddings and head; then the trunk/top split."""
         self.backbone.final_norm.requires_grad_(final_norm)
+        for emb in self.embeddings():
+            emb.requires_grad_(embeddings)
         self.head.requires_grad_(True)
-        self.first_trainable = n_layers - n_blocks
+        blocks = self.backbone.blocks
+        self.first_trainable = next(
+            (i for i, b in enumerate(blocks) if any(p.requires_grad for p in b.parameters())),
+            len(blocks))
+
+    def embeddings(self) -> list[nn.Module]:
+        """Token (and, for GPT-2, position) embeddings."""
+        return [m for m in self.backbone.children() if isinstance(m, nn.Embedding)]
 
     def trunk(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, C) activations entering the first trainable block."""
@@ -104,11 +184,18 @@ class ClassifierModel(nn.Module):
 
     def trunk_is_cacheable(self) -> bool:
         """True when the trunk is frozen and deterministic, so its output can be computed once."""
-        frozen = not any(p.requires_grad for p in self.backbone.tok_emb.parameters())
-        frozen = frozen and not any(
-            p.requires_grad for b in self.backbone.blocks[: self.first_trainable]
-            for p in b.parameters())
-        return frozen and self.backbone.config.drop_rate == 0.0
+        return self.trunk_uncacheable_reason() is None
+
+    def trunk_uncacheable_reason(self) -> str | None:
+        """Why the trunk's output cannot be computed once, or None when it can."""
+        if any(p.requires_grad for m in self.embeddings() for p in m.parameters()):
+            return "the embeddings train (--train-embeddings)"
+        if any(p.requires_grad for b in self.backbone.blocks[: self.first_trainable]
+               for p in b.parameters()):
+            return "blocks below the trainable top train"
+        if self.backbone.config.drop_rate != 0.0:
+            return "dropout makes the frozen layers' output random"
+        return None
 
 
 def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int,
@@ -195,11 +282,23 @@ def read_run_config(directory: Path) -> ClassifierConfig:
         raise GptclsError(f"{directory / 'config.json'} is malformed: {exc}") from None
 
 
-def load_run(directory: Path) -> tuple[ClassifierConfig, ClassifierModel, Tokenizer]:
-    """Rebuild a saved classifier: no pickle, no network."""
+def load_run(directory: Path, merge_lora: bool = True
+             ) -> tuple[ClassifierConfig, ClassifierModel, Tokenizer]:
+    """Rebuild a saved classifier: no pickle, no network. A run saved with unmerged LoRA
+    adapters gets them back before its weights load; `merge_lora` then folds them in (the
+    config returned says so), which inference and export want."""
     config = read_run_config(directory)
     model = ClassifierModel(build_backbone(config.model), len(config.labels), config.pooling)
+    c = config
+    if c.trainable == "lora" and c.lora and not c.lora.get("merged"):
+        lora = {k: c.lora[k] for k in ("rank", "alpha", "targets")}
+        model.set_policy("lora", c.lora.get("blocks"), final_norm=c.train_final_norm,
+                         embeddings=c.train_embeddings, lora=lora)
+    else:
+        model.set_trainable(c.trainable_blocks, c.train_final_norm, c.train_embeddings)
     load_weights(model, load_file(str(Path(directory) / "model.safetensors")))
-    model.set_trainable(config.trainable_blocks, config.train_final_norm)
+    if merge_lora and model.lora and not model.lora["merged"]:
+        model.merge_lora()
+        config.lora = model.lora
     tokenizer = load_tokenizer(config.tokenizer, Path(directory))
     return config, model.eval(), tokenizer

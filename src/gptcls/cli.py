@@ -15,7 +15,7 @@ EXAMPLES = [
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from gptcls.classifier import POOLINGS, TRUNCATIONS
+    from gptcls.classifier import POOLINGS, TRAINABLE_POLICIES, TRUNCATIONS
     from gptcls.pipeline import DEFAULT_MODEL
     from gptcls.splits import BALANCE_MODES
     from gptcls.train import EARLY_STOPPING, LR_SCHEDULES, PRECISIONS
@@ -33,7 +33,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="learning rate of the trainable blocks")
     p.add_argument("--head-lr", type=float, help="learning rate of the head (default: --lr)")
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--trainable-blocks", type=int, help="how many top blocks to fine-tune")
+    p.add_argument("--trainable-blocks", type=int,
+                   help="how many top blocks to fine-tune (last-N-blocks), or to give LoRA "
+                   "adapters (lora; default: all)")
+    p.add_argument("--trainable", choices=TRAINABLE_POLICIES,
+                   help="what trains besides the head and final norm: nothing (last-layer), the "
+                   "last block, the last --trainable-blocks blocks, all blocks, or LoRA "
+                   "adapters (default: the model's recipe, last-N-blocks)")
+    p.add_argument("--train-embeddings", action="store_true", default=None,
+                   help="also train the token (and position) embeddings")
+    _add_lora_options(p)
     p.add_argument("--pooling", choices=POOLINGS, default="last")
     p.add_argument("--max-length", type=int, help="cap on tokens per text")
     p.add_argument("--seed", type=int, help="training seed (default 123)")
@@ -58,6 +67,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="score all of validation each epoch and keep the best epoch's weights")
     p.add_argument("--patience", type=int,
                    help="with --early-stopping: stop after this many epochs without improvement")
+    p.add_argument("--grad-accum", type=int,
+                   help="micro-batches per optimizer step (with --batch-size 1: no padding at "
+                   "all, the bonus table's rows 14-15)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="checkpoint every N steps and at each epoch end, for --resume")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a checkpointed run that was interrupted (its own options)")
+    p.add_argument("--trunk-cache-dir", metavar="DIR",
+                   help="keep frozen-trunk activations here and reuse them in later runs with "
+                   "the same weights, texts, depth and precision (seeds, grids)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="compute dtype of the frozen layers on CPU: fp32 (default, exact) or "
                    "bf16 (about 2.5x faster on CPUs with AVX512-BF16/AMX; on CUDA bf16 always)")
@@ -66,6 +85,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--classify", nargs="*", default=None, metavar="TEXT",
                    help="texts to classify after training (default: two examples)")
+
+
+def _add_lora_options(p: argparse.ArgumentParser) -> None:
+    from gptcls.lora import DEFAULT_ALPHA, DEFAULT_RANK, DEFAULT_TARGETS
+
+    p.add_argument("--lora-rank", type=int, help=f"LoRA rank (default {DEFAULT_RANK})")
+    p.add_argument("--lora-alpha", type=float,
+                   help=f"LoRA alpha; updates are scaled by alpha/rank (default {DEFAULT_ALPHA:g})")
+    p.add_argument("--lora-targets",
+                   help=f"comma-separated projections to adapt (default {DEFAULT_TARGETS}): "
+                   "attn, mlp, all, or q, k, v, attn.proj, fc, mlp.proj (GPT-2), gate, up, down "
+                   "(Llama)")
+    p.add_argument("--no-merge-lora", dest="merge_lora", action="store_false", default=None,
+                   help="save the LoRA adapters separately instead of merging them into the "
+                   "weights (merge later with `gptcls merge`)")
 
 
 def _add_data_options(p: argparse.ArgumentParser, training: bool) -> None:
@@ -166,6 +200,23 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=123)
 
 
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="fold a run's LoRA adapters into its weights")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="write the merged run here (default: in place)")
+
+
+def _add_grid(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("grid", help="train every combination of some settings; tabulate them")
+    p.add_argument("config", nargs="?", help="YAML file: base: {option: value}, grid: "
+                   "{option: [values]}, out: DIR")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=A,B,C",
+                   help="vary a train option over these values (repeatable; quote a value to "
+                   "keep it text)")
+    p.add_argument("--out", help="grid directory (default: the config's out, or runs/grid)")
+    p.add_argument("--data", help="labelled file for every run (default: the config's)")
+
+
 def _add_import(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import-book", help="turn the chapter's review_classifier.pth into a run")
     p.add_argument("pth")
@@ -185,15 +236,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gptcls {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_classify, _add_evaluate, _add_generate, _add_import,
-                _add_predict, _add_serve, _add_export):
+                _add_predict, _add_serve, _add_export, _add_merge, _add_grid):
         add(sub)
     return parser
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from gptcls.inference import Classifier
-    from gptcls.metrics import format_report
-    from gptcls.pipeline import check_model_name, options_with_recipe, run_training
+    from gptcls.pipeline import resume_options, run_training
+
+    if args.resume:
+        opts = resume_options(args.resume)
+        print(f"resuming {args.resume} with the options it started with", file=sys.stderr)
+    else:
+        opts = _train_options(args)
+    if opts.weights == "random":
+        print("NOTE: --weights random: the backbone is randomly initialised, not pretrained; "
+              "expect chance-level features (the chapter's random-weights experiment).")
+    m = run_training(opts, resume=bool(args.resume))
+    _print_training_summary(m, opts.out)
+    texts = EXAMPLES if args.classify is None else args.classify
+    if texts:
+        _print_predictions(Classifier.load(opts.out, device=args.device), texts)
+
+
+def _train_options(args: argparse.Namespace):
+    from gptcls.pipeline import check_model_name, options_with_recipe, trainable_policy
     from gptcls.splits import parse_fractions
 
     check_model_name(args.model)
@@ -205,18 +273,23 @@ def cmd_train(args: argparse.Namespace) -> None:
         split=parse_fractions(args.split), truncate=args.truncate, threshold=args.threshold,
         max_fpr=args.max_fpr,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
-        weight_decay=args.weight_decay, trainable_blocks=args.trainable_blocks,
+        weight_decay=args.weight_decay, **_trainable_options(args),
         pooling=args.pooling, max_length=args.max_length, seed=args.seed,
         split_seed=args.split_seed, balance=args.balance, eval_freq=args.eval_freq,
         eval_iter=args.eval_iter, cache_trunk=args.cache_trunk, device=args.device,
         lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
-        early_stopping=args.early_stopping, patience=args.patience, precision=args.precision)
-    if args.weights == "random":
-        print("NOTE: --weights random: the backbone is randomly initialised, not pretrained; "
-              "expect chance-level features (the chapter's random-weights experiment).")
-    m = run_training(opts)
+        early_stopping=args.early_stopping, patience=args.patience, precision=args.precision,
+        trunk_cache_dir=args.trunk_cache_dir, grad_accum=args.grad_accum,
+        checkpoint_every=args.checkpoint_every)
+    trainable_policy(opts)  # bad trainable/LoRA options fail before anything is written
+    return opts
+
+
+def _print_training_summary(m: dict, out: Path) -> None:
+    from gptcls.metrics import format_report
+
     t = m["times"]
-    print(f"model: {m['model']} ({m['weights']} weights), run directory: {opts.out}")
+    print(f"model: {m['model']} ({m['weights']} weights), run directory: {out}")
     print("Test set:")
     print(format_report(m["reports"]["test"]))
     print(f"Training accuracy: {m['train_accuracy'] * 100:.2f}%")
@@ -224,9 +297,21 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"Test accuracy: {m['test_accuracy'] * 100:.2f}%")
     print(f"Training completed in {t['train_s'] / 60:.2f} minutes "
           f"(total {t['total_s']:.1f} s, trunk cache {t['trunk_cache_s']:.1f} s)")
-    texts = EXAMPLES if args.classify is None else args.classify
-    if texts:
-        _print_predictions(Classifier.load(opts.out, device=args.device), texts)
+
+
+def _trainable_options(args: argparse.Namespace) -> dict:
+    """The RunOptions of --trainable and friends; --trainable-blocks means lora_blocks for lora."""
+    policy, blocks = args.trainable, args.trainable_blocks
+    if policy in ("last-layer", "last-block", "all") and blocks is not None:
+        raise GptclsError(f"--trainable-blocks goes with --trainable last-N-blocks or lora, "
+                          f"not {policy}")
+    if args.merge_lora is not None and policy != "lora":
+        raise GptclsError("--no-merge-lora needs --trainable lora")
+    lora = policy == "lora"
+    return {"trainable": policy, "trainable_blocks": None if lora else blocks,
+            "lora_blocks": blocks if lora else None, "train_embeddings": args.train_embeddings,
+            "lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha,
+            "lora_targets": args.lora_targets, "merge_lora": args.merge_lora}
 
 
 def _print_predictions(clf, texts: list[str], long_text: str = "truncate",
@@ -300,6 +385,23 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(ckpt.tokenizer.decode(out[0].tolist()))
 
 
+def cmd_merge(args: argparse.Namespace) -> None:
+    from gptcls.lora import merge_run
+
+    print(f"merged LoRA adapters into {merge_run(args.run_dir, args.out)}")
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    from gptcls.grid import build_spec, run_grid
+
+    spec = build_spec(args.config, args.sets, args.data)
+    out = args.out or spec.out or "runs/grid"
+    rows = run_grid(spec, out)
+    print((Path(out) / "grid.md").read_text(), end="")
+    failed = sum(r["status"] == "failed" for r in rows)
+    print(f"{len(rows)} runs ({failed} failed); tables and plot: {Path(out) / 'grid'}.md/.csv/.png")
+
+
 def cmd_import_book(args: argparse.Namespace) -> None:
     from gptcls.inference import import_book_state_dict
 
@@ -337,12 +439,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 COMMANDS = {"train": cmd_train, "classify": cmd_classify, "evaluate": cmd_evaluate,
             "generate": cmd_generate,
             "import-book": cmd_import_book, "predict": cmd_predict, "serve": cmd_serve,
-            "export": cmd_export}
+            "export": cmd_export, "merge": cmd_merge, "grid": cmd_grid}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from gptcls.train import configure_threads
+
+        configure_threads()
         COMMANDS[args.command](args)
     except GptclsError as exc:
         print(f"gptcls: error: {exc}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 
+from gptcls.checkpoint import Checkpointer
 from gptcls.classifier import ClassifierConfig, ClassifierModel, fit_ids, save_run
 from gptcls.data import SPLIT_NAMES
 from gptcls.errors import GptclsError
@@ -32,9 +34,11 @@ from gptcls.train import (
     evaluate,
     full_batches,
     train,
+    trunk_fingerprint,
 )
 
 DEFAULT_MODEL = "smollm2-135m-instruct-q4"
+CHECKPOINT_DIR = "checkpoint"
 
 # Default recipes by preset-name prefix (first match wins). The chapter's for GPT-2; SmolLM2's
 # 576-wide blocks need more trainable depth and a faster head to reach the same accuracy.
@@ -63,6 +67,14 @@ class RunOptions:
     max_fpr: float | None = None
     trainable_blocks: int = 1
     train_final_norm: bool = True
+    # last-layer | last-block | last-N-blocks | all | lora; None: the last trainable_blocks blocks
+    trainable: str | None = None
+    train_embeddings: bool = False
+    lora_rank: int | None = None  # lora options; None: the defaults of gptcls.lora
+    lora_alpha: float | None = None
+    lora_targets: str | None = None  # comma-separated: attn, mlp, all, q, attn.proj, ...
+    lora_blocks: int | None = None  # adapters in the last lora_blocks blocks (None: all)
+    merge_lora: bool = True  # fold the adapters into the weights when saving the run
     max_length: int | None = None
     device: str = "auto"
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -85,11 +97,15 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_training(opts: RunOptions) -> dict[str, Any]:
-    """Train, evaluate and save a classifier into `opts.out`; returns the metrics dict."""
+def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
+    """Train, evaluate and save a classifier into `opts.out`; returns the metrics dict.
+    With opts.train.checkpoint_every the run checkpoints as it goes; `resume` continues from
+    the checkpoint in opts.out (see `resume_options`)."""
     times: dict[str, float] = {}
     t_all = time.perf_counter()
     out = Path(opts.out)
+    if opts.train.checkpoint_every and not resume:
+        save_options(opts, out / CHECKPOINT_DIR / "options.json")
     splits = load_splits(opts.data, out, _log)
     if splits.class_weights:
         opts.train.class_weights = splits.class_weights
@@ -106,12 +122,18 @@ def run_training(opts: RunOptions) -> dict[str, Any]:
     t0 = time.perf_counter()
     stores = {name: build_store(model, ids[name], [splits.labels.index(e.label)
                                                    for e in splits[name]], cache, device, desc=name,
-                                 precision=opts.train.precision)
+                                 precision=opts.train.precision,
+                                 cache_dir=opts.train.trunk_cache_dir)
               for name in SPLIT_NAMES}
     times["trunk_cache_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    hist = train(model, stores["train"], stores["validation"], opts.train, device, _log)
+    checkpointer = None
+    if opts.train.checkpoint_every or resume:
+        checkpointer = Checkpointer(out / CHECKPOINT_DIR, opts.train.checkpoint_every,
+                                    trunk_fingerprint(model, ids["train"], opts.train.precision))
+    hist = train(model, stores["train"], stores["validation"], opts.train, device, _log,
+                 checkpointer)
     times["train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     final = {name: evaluate(model, store, full_batches(store), device)
@@ -123,21 +145,53 @@ def run_training(opts: RunOptions) -> dict[str, Any]:
     times["final_eval_s"] = time.perf_counter() - t0
     times["total_s"] = time.perf_counter() - t_all
 
+    if model.lora and opts.merge_lora:
+        model.merge_lora()  # a plain model with the same logits
     config = ClassifierConfig(
         model=ckpt.config, labels=splits.labels, max_length=max_length, tokenizer={},
         pooling=opts.pooling, trainable_blocks=opts.trainable_blocks,
         train_final_norm=opts.train_final_norm, threshold=threshold, truncate=opts.truncate,
-        backbone={"model": opts.model, "weights": opts.weights, "source": ckpt.source})
+        backbone={"model": opts.model, "weights": opts.weights, "source": ckpt.source},
+        trainable=opts.trainable, train_embeddings=opts.train_embeddings, lora=model.lora)
     save_run(out, config, model.cpu(), tokenizer)
     metrics = _metrics(opts, hist, final, reports, times, cache, max_length, splits)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if checkpointer:  # the run is complete: its run directory replaces the checkpoint
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     _plots(out, hist, opts.train.epochs, reports["test"], stores["test"], final["test"]["probs"])
     return metrics
+
+
+def save_options(opts: RunOptions, path: Path) -> None:
+    """The run's options as JSON (data paths made absolute), for --resume."""
+    d = dataclasses.asdict(opts)
+    d["out"] = str(Path(opts.out).resolve())
+    for key in ("data", "train", "validation", "test"):
+        if d["data"][key]:
+            d["data"][key] = str(Path(d["data"][key]).resolve())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(d, indent=2) + "\n")
+
+
+def resume_options(run_dir: str | Path) -> RunOptions:
+    """The options a checkpointed run started with; an error when there is nothing to resume."""
+    from gptcls.checkpoint import STATE_FILE
+
+    ckpt = Path(run_dir) / CHECKPOINT_DIR
+    if not (ckpt / "options.json").is_file() or not (ckpt / STATE_FILE).is_file():
+        done = (Path(run_dir) / "metrics.json").is_file()
+        raise GptclsError(f"nothing to resume in {run_dir}: " + (
+            "the run finished" if done else "no checkpoint (train with --checkpoint-every N)"))
+    d = json.loads((ckpt / "options.json").read_text())
+    d["data"]["split"] = tuple(d["data"]["split"])
+    return RunOptions(**{**d, "out": Path(d["out"]), "data": DataOptions(**d["data"]),
+                         "train": TrainConfig(**d["train"])})
 
 
 def _build_model(opts: RunOptions, num_classes: int):
     from gptcls.weights import load_checkpoint
 
+    policy, n_blocks, lora = trainable_policy(opts)  # bad options fail before any download
     ckpt = load_checkpoint(opts.model, opts.weights, cache=opts.cache, seed=opts.train.seed)
     _log(f"backbone: {ckpt.source}")
     torch.manual_seed(opts.train.seed)  # the head's initialisation
@@ -145,8 +199,34 @@ def _build_model(opts: RunOptions, num_classes: int):
     backbone.load_state_dict(_with_tied(ckpt.state_dict, backbone), strict=True)
     ckpt.state_dict = {}  # the backbone holds its own copy now: free this one
     model = ClassifierModel(backbone, num_classes, opts.pooling)
-    model.set_trainable(opts.trainable_blocks, opts.train_final_norm)
+    opts.trainable_blocks = model.set_policy(policy, n_blocks, final_norm=opts.train_final_norm,
+                                             embeddings=opts.train_embeddings, lora=lora)
+    opts.trainable = policy
+    if model.lora:
+        lo = model.lora
+        _log(f"LoRA: rank {lo['rank']}, alpha {lo['alpha']:g} on {', '.join(lo['targets'])} "
+             f"of the last {lo['blocks']} blocks")
     return model, ckpt.tokenizer, ckpt
+
+
+def trainable_policy(opts: RunOptions) -> tuple[str, int | None, dict[str, Any] | None]:
+    """(policy, block count or None for the policy's own, LoRA options or None), validated."""
+    from gptcls.classifier import TRAINABLE_POLICIES, policy_name
+    from gptcls.lora import lora_spec
+
+    policy = opts.trainable or policy_name(opts.trainable_blocks)
+    if policy not in TRAINABLE_POLICIES:
+        raise GptclsError(f"unknown trainable policy {policy!r}; choose one of: "
+                          f"{', '.join(TRAINABLE_POLICIES)}")
+    given = {"--lora-rank": opts.lora_rank, "--lora-alpha": opts.lora_alpha,
+             "--lora-targets": opts.lora_targets, "--lora-blocks": opts.lora_blocks}
+    if policy != "lora":
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            raise GptclsError(f"{', '.join(stray)}: only with --trainable lora (got {policy})")
+        return policy, (opts.trainable_blocks if policy == "last-N-blocks" else None), None
+    return policy, opts.lora_blocks, lora_spec(opts.lora_rank, opts.lora_alpha,
+                                               opts.lora_targets)
 
 
 def _choose_threshold(opts: RunOptions, val: Store, val_probs: torch.Tensor) -> float | None:
@@ -194,8 +274,11 @@ def _tokenize_splits(tokenizer, splits: dict, opts: RunOptions, context_length: 
 def _use_cache(model: ClassifierModel, ids: dict[str, list[list[int]]], cfg: TrainConfig) -> bool:
     if not cfg.cache_trunk:
         return False
-    if not model.trunk_is_cacheable():
-        _log("trunk caching off: layers below the trainable top are not frozen and deterministic")
+    reason = model.trunk_uncacheable_reason()
+    if reason is None and model.first_trainable == 0:
+        reason = "every block trains or has LoRA adapters, so only the embeddings lie below"
+    if reason is not None:
+        _log(f"trunk caching off: {reason}; the whole model runs every step")
         return False
     size = sum(cache_size_mb(v, model.backbone.config.emb_dim) for v in ids.values())
     if size > cfg.max_cache_mb:
