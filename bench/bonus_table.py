@@ -31,7 +31,7 @@ FAMILIES = {
              "xl": "gpt2-xl"},
 }
 # Names a gradient-accumulation option may get; the first valid one is used.
-ACCUMULATION_KEYS = ("accumulation_steps", "grad_accum_steps", "gradient_accumulation_steps")
+ACCUMULATION_KEYS = ("grad_accum",)
 
 
 @dataclass(frozen=True)

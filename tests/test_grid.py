@@ -193,7 +193,7 @@ def test_bonus_table_has_the_books_19_rows(bonus):
 
 def test_bonus_rows_map_to_gptcls_settings(bonus):
     row = {r.n: r for r in bonus.BOOK_ROWS}
-    keys = grid.valid_keys() - {"trainable", "causal_mask", "context"}
+    keys = grid.valid_keys() - {"trainable", "causal_mask", "context", "grad_accum"}
     s1, _ = bonus.row_settings(row[1], "offline", keys)
     assert s1 == {"model": "smollm2-135m-instruct-q4", "weights": "pretrained",
                   "pooling": "last-position", "trainable_blocks": 1}
@@ -213,8 +213,10 @@ def test_bonus_rows_map_to_gptcls_settings(bonus):
     assert bonus.row_settings(row[13], "gpt2", keys)[0] is None
     assert bonus.row_settings(row[14], "gpt2", keys)[0]["batch_size"] == 1
     assert bonus.row_settings(row[15], "gpt2", keys)[0] is None
-    s15, _ = bonus.row_settings(row[15], "gpt2", keys | {"accumulation_steps"})
-    assert (s15["pooling"], s15["batch_size"], s15["accumulation_steps"]) == ("last", 1, 8)
+    s15, _ = bonus.row_settings(row[15], "gpt2", keys | {"grad_accum"})
+    assert (s15["pooling"], s15["batch_size"], s15["grad_accum"]) == ("last", 1, 8)
+    s13, _ = bonus.row_settings(row[13], "gpt2", keys | {"context"})
+    assert (s13["context"], s13["pooling"]) == ("model", "last-position")
     assert bonus.row_settings(row[16], "gpt2", keys)[0]["pooling"] == "last"
     assert bonus.row_settings(row[17], "gpt2", keys)[0] is None
     assert bonus.row_settings(row[17], "gpt2", keys | {"causal_mask"})[0]["causal_mask"] is False
@@ -224,7 +226,9 @@ def test_bonus_rows_map_to_gptcls_settings(bonus):
 
 def test_bonus_settings_are_valid_grid_keys_and_render(bonus):
     planned = {r.n: bonus.row_settings(r, "gpt2") for r in bonus.BOOK_ROWS}
+    assert all(s is not None for s, _ in planned.values())  # every row runs on GPT-2
     grid.check_keys({k for s, _ in planned.values() if s for k in s})
+    planned = {r.n: bonus.row_settings(r, "offline") for r in bonus.BOOK_ROWS}
     results = {1: {"status": "ok", "train_accuracy": 0.9, "validation_accuracy": 0.95,
                    "test_accuracy": 0.9667, "time_s": 12.0},
                2: {"status": "failed", "error": "RuntimeError: boom"}}
@@ -232,13 +236,13 @@ def test_bonus_settings_are_valid_grid_keys_and_render(bonus):
     assert len(table) == 21
     assert "| 96.63 / 99.33 / 95.00 | 90.00 / 95.00 / 96.67 | 12 |" in table[2]
     assert "| failed |" in table[3] and "boom" in table[3]
-    assert "not yet supported" in table[14]  # row 13: padding to the model's context
+    assert "not yet supported" in table[7]  # row 6: gpt2-medium has no offline counterpart
 
 
 def test_bonus_table_script_trains_and_prints(bonus, base, tmp_path, monkeypatch, capsys):
-    """Row 10 (random weights, everything trains) on gpt2-tiny; row 13 is not supported yet."""
+    """Row 10 (random weights, everything trains) on gpt2-tiny; row 6 has no offline model."""
     monkeypatch.setitem(bonus.FAMILIES, "offline", {"small": "gpt2-tiny"})
-    monkeypatch.setattr("sys.argv", ["bonus_table.py", "--rows", "10,13", "--quick",
+    monkeypatch.setattr("sys.argv", ["bonus_table.py", "--rows", "10,6", "--quick",
                                      "--data", base["data"], "--out", str(tmp_path),
                                      "--set", "batch_size=32", "--set", "eval_freq=1000",
                                      "--set", "pooling=first"])
@@ -248,5 +252,5 @@ def test_bonus_table_script_trains_and_prints(bonus, base, tmp_path, monkeypatch
     m = json.loads((tmp_path / "row10" / "metrics.json").read_text())
     assert f"{m['test_accuracy'] * 100:.2f} |" in row10 and "trainable=all" in row10
     assert m["train_config"]["batch_size"] == 32 and m["pooling"] == "last-position"  # row wins
-    assert "not yet supported" in next(line for line in lines if line.startswith("| 13 |"))
+    assert "not yet supported" in next(line for line in lines if line.startswith("| 6 |"))
     assert (tmp_path / "bonus_table.md").is_file() and (tmp_path / "grid.md").is_file()

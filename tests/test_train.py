@@ -41,7 +41,7 @@ def synthetic(n=64, seed=0):
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "last+mean", "first"])
 def test_text_logits_do_not_depend_on_the_batch(name, pooling):
     model = tiny_classifier(name, pooling).eval()
     short = torch.randint(0, 300, (5,))
@@ -139,7 +139,7 @@ def test_duplicate_texts_run_the_trunk_once_and_get_the_same_activations():
     model = tiny_classifier(blocks=1)
     rows = []
     trunk = model.trunk
-    model.trunk = lambda x: (rows.append(x.shape[0]), trunk(x))[1]
+    model.trunk = lambda x, lengths=None: (rows.append(x.shape[0]), trunk(x, lengths))[1]
     store = build_store(model, dup_ids, labels + [labels[3], labels[0], labels[3]], True, CPU)
     assert sum(rows) == len({tuple(s) for s in dup_ids}) == 12
     torch.testing.assert_close(store.items[12], store.items[3], atol=0, rtol=0)
@@ -154,7 +154,7 @@ def test_trunk_cache_dir_reads_back_and_is_keyed_by_weights_texts_and_precision(
     model = tiny_classifier(blocks=1)
     first = build_store(model, ids, labels, True, CPU, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("trunk-*.safetensors"))) == 1
-    model.trunk = lambda x: pytest.fail("the trunk ran although its output is on disk")
+    model.trunk = lambda *a: pytest.fail("the trunk ran although its output is on disk")
     again = build_store(model, ids + [ids[0]], labels + [labels[0]], True, CPU,
                         cache_dir=tmp_path)
     for a, b in zip(first.items + [first.items[0]], again.items, strict=True):
@@ -167,3 +167,12 @@ def test_trunk_cache_dir_reads_back_and_is_keyed_by_weights_texts_and_precision(
     build_store(tiny_classifier(blocks=2), ids, labels, True, CPU, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("trunk-*.safetensors"))) == 5
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_last_plus_mean_pooling_feeds_both_features_to_the_head():
+    model = tiny_classifier("llama-tiny", "last+mean", blocks=1).eval()
+    assert model.head.in_features == 2 * 16
+    ids = torch.randint(0, 300, (7,))
+    h = model.backbone.hidden_states(ids[None])[0]  # (T, C)
+    expected = model.head(torch.cat([h[-1], h.mean(0)]))
+    torch.testing.assert_close(model(*pad_batch([ids]))[0], expected, atol=1e-5, rtol=0)

@@ -31,7 +31,9 @@ FORMAT_VERSION = 1
 # last: the last real token (default; independent of padding). last-position: the last position
 # of a sequence padded to max_length, as the book does (it reads a pad token for short texts).
 SINGLE_POSITION_POOLINGS = ("last", "last-position", "first")
-POOLINGS = (*SINGLE_POSITION_POOLINGS, "mean")
+# mean: the average of every real token's output; last+mean: both, side by side (2C features,
+# the bonus table's "last + pooled embeddings").
+POOLINGS = (*SINGLE_POSITION_POOLINGS, "mean", "last+mean")
 TRUNCATIONS = ("head", "tail")
 TRAINABLE_POLICIES = ("last-layer", "last-block", "last-N-blocks", "all", "lora")
 
@@ -100,7 +102,8 @@ class ClassifierModel(nn.Module):
         if pooling not in POOLINGS:
             raise GptclsError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
         self.backbone = backbone
-        self.head = nn.Linear(backbone.config.emb_dim, num_classes)
+        width = backbone.config.emb_dim * (2 if pooling == "last+mean" else 1)
+        self.head = nn.Linear(width, num_classes)
         self.pooling = pooling
         self.first_trainable = backbone.config.n_layers  # set by set_trainable / set_policy
         self.lora: dict[str, Any] | None = None  # the LoRA options in use, set by set_policy
@@ -159,9 +162,10 @@ class ClassifierModel(nn.Module):
         """Token (and, for GPT-2, position) embeddings."""
         return [m for m in self.backbone.children() if isinstance(m, nn.Embedding)]
 
-    def trunk(self, idx: torch.Tensor) -> torch.Tensor:
+    def trunk(self, idx: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) ids -> (B, T, C) activations entering the first trainable block."""
-        return self.backbone.run_blocks(self.backbone.embed(idx), 0, self.first_trainable)
+        return self.backbone.run_blocks(self.backbone.embed(idx), 0, self.first_trainable,
+                                        lengths=lengths)
 
     def top(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, C) trunk activations and (B,) real lengths -> (B, num_classes) logits."""
@@ -170,17 +174,20 @@ class ClassifierModel(nn.Module):
             pos = lengths - 1 if self.pooling != "first" else torch.zeros_like(lengths)
             if start < bb.config.n_layers:
                 # The last block queries only the pooled position: keys/values still see all.
-                x = bb.run_blocks(x, start, None, query_pos=pos)[:, 0]  # (B, C)
+                x = bb.run_blocks(x, start, None, query_pos=pos, lengths=lengths)[:, 0]  # (B, C)
             else:
                 x = x[torch.arange(x.shape[0], device=x.device), pos]  # (B, C)
             return self.head(bb.final_norm(x))
-        x = bb.final_norm(bb.run_blocks(x, start))  # (B, T, C)
+        x = bb.final_norm(bb.run_blocks(x, start, lengths=lengths))  # (B, T, C)
         mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).to(x.dtype)
         pooled = (x * mask[..., None]).sum(1) / lengths[:, None].to(x.dtype)  # (B, C)
+        if self.pooling == "last+mean":
+            last = x[torch.arange(x.shape[0], device=x.device), lengths - 1]  # (B, C)
+            pooled = torch.cat([last, pooled], dim=-1)  # (B, 2C)
         return self.head(pooled)
 
     def forward(self, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.top(self.trunk(idx), lengths)
+        return self.top(self.trunk(idx, lengths), lengths)
 
     def trunk_is_cacheable(self) -> bool:
         """True when the trunk is frozen and deterministic, so its output can be computed once."""

@@ -67,6 +67,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="score all of validation each epoch and keep the best epoch's weights")
     p.add_argument("--patience", type=int,
                    help="with --early-stopping: stop after this many epochs without improvement")
+    p.add_argument("--context", default="longest",
+                   help="tokens per text: longest (the longest training text, default), model "
+                   "(the model's context length) or a number")
+    p.add_argument("--no-causal-mask", dest="causal_mask", action="store_false", default=True,
+                   help="let every token attend to every real token (bidirectional)")
     p.add_argument("--grad-accum", type=int,
                    help="micro-batches per optimizer step (with --batch-size 1: no padding at "
                    "all, the bonus table's rows 14-15)")
@@ -261,7 +266,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _train_options(args: argparse.Namespace):
-    from gptcls.pipeline import check_model_name, options_with_recipe, trainable_policy
+    from gptcls.pipeline import (
+        check_model_name,
+        options_with_recipe,
+        parse_context,
+        trainable_policy,
+    )
     from gptcls.splits import parse_fractions
 
     check_model_name(args.model)
@@ -280,8 +290,11 @@ def _train_options(args: argparse.Namespace):
         lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
         early_stopping=args.early_stopping, patience=args.patience, precision=args.precision,
         trunk_cache_dir=args.trunk_cache_dir, grad_accum=args.grad_accum,
+        context=args.context, causal_mask=args.causal_mask,
         checkpoint_every=args.checkpoint_every)
     trainable_policy(opts)  # bad trainable/LoRA options fail before anything is written
+    if opts.context not in ("longest", "model"):
+        parse_context(opts.context)
     return opts
 
 

@@ -68,6 +68,9 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     if config.pooling != "last":
         raise GptclsError(f"pooling {config.pooling!r} has no transformers equivalent: HF's "
                           "sequence classifiers read the last real token (pooling 'last')")
+    if not config.model.causal:
+        raise GptclsError("a run trained without the causal mask has no transformers "
+                          "equivalent (its models are causal); export it to ONNX instead")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     family = config.model.family

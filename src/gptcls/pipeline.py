@@ -76,6 +76,10 @@ class RunOptions:
     lora_blocks: int | None = None  # adapters in the last lora_blocks blocks (None: all)
     merge_lora: bool = True  # fold the adapters into the weights when saving the run
     max_length: int | None = None
+    # longest: the longest training text (the chapter's); model: the model's context length;
+    # or a number of tokens. Texts are truncated to it (and padded to it by last-position).
+    context: str = "longest"
+    causal_mask: bool = True  # False: bidirectional attention in every block
     device: str = "auto"
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -195,6 +199,7 @@ def _build_model(opts: RunOptions, num_classes: int):
     ckpt = load_checkpoint(opts.model, opts.weights, cache=opts.cache, seed=opts.train.seed)
     _log(f"backbone: {ckpt.source}")
     torch.manual_seed(opts.train.seed)  # the head's initialisation
+    ckpt.config = dataclasses.replace(ckpt.config, causal=opts.causal_mask)
     backbone = build_backbone(ckpt.config)
     backbone.load_state_dict(_with_tied(ckpt.state_dict, backbone), strict=True)
     ckpt.state_dict = {}  # the backbone holds its own copy now: free this one
@@ -266,9 +271,24 @@ def _tokenize_splits(tokenizer, splits: dict, opts: RunOptions, context_length: 
     limit = min(opts.max_length or context_length, context_length)
     raw = {name: tokenizer.encode_batch([e.text for e in splits[name]]) for name in SPLIT_NAMES}
     max_length = min(max(len(s) for s in raw["train"]), limit)
+    if opts.context == "model":
+        max_length = limit
+    elif opts.context != "longest":
+        max_length = min(parse_context(opts.context), limit)
     ids = {name: fit_ids(raw[name], max_length, tokenizer.pad_id, opts.pooling, opts.truncate)
            for name in SPLIT_NAMES}
     return ids, max_length
+
+
+def parse_context(context: str | int) -> int:
+    try:
+        n = int(context)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise GptclsError(f"--context must be longest, model or a positive number of tokens, "
+                          f"got {context!r}")
+    return n
 
 
 def _use_cache(model: ClassifierModel, ids: dict[str, list[list[int]]], cfg: TrainConfig) -> bool:

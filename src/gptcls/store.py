@@ -88,7 +88,7 @@ def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[i
     for chunk in length_batches([len(ids[i]) for i in first], batch_tokens, max_batch=512):
         x, lengths = pad_batch([items[first[j]] for j in chunk])
         with autocast(device, precision):
-            h = model.trunk(x.to(device)).float()  # (B, T, C)
+            h = model.trunk(x.to(device), lengths.to(device)).float()  # (B, T, C)
         for row, j in enumerate(chunk):
             out[j] = h[row, : lengths[row]].clone()
         bar.update(len(chunk))

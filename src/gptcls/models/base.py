@@ -30,6 +30,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     rope_theta: float = 0.0  # 0 = learned absolute positions (GPT-2)
+    causal: bool = True  # False: bidirectional attention (a classifier option, never for text)
 
     @property
     def head_dim(self) -> int:
@@ -72,12 +73,14 @@ class Backbone(nn.Module):
             )
 
     def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None,
-                   query_pos: torch.Tensor | None = None) -> torch.Tensor:
-        """Blocks [start, stop) on (B, T, C). query_pos (B,) makes the last one query only there."""
+                   query_pos: torch.Tensor | None = None,
+                   lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Blocks [start, stop) on (B, T, C). query_pos (B,) makes the last one query only there;
+        lengths (B,) hide right padding from non-causal attention."""
         blocks = list(self.blocks)[start:stop]
         for i, block in enumerate(blocks):
             last = i == len(blocks) - 1
-            x = block(x, self.rope, query_pos if last else None)
+            x = block(x, self.rope, query_pos if last else None, lengths)
         return x
 
     def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:

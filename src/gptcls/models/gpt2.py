@@ -40,7 +40,7 @@ class GPT2(Backbone):
         self.drop_emb = nn.Dropout(c.drop_rate)
         self.blocks = nn.ModuleList(
             Block(Attention(c.emb_dim, c.n_heads, c.n_kv_heads, c.head_dim, bias=c.qkv_bias,
-                            proj_bias=True, drop_rate=c.drop_rate),
+                            proj_bias=True, drop_rate=c.drop_rate, causal=c.causal),
                   GeluMLP(c.emb_dim, c.hidden_dim),
                   nn.LayerNorm(c.emb_dim, eps=c.norm_eps), nn.LayerNorm(c.emb_dim, eps=c.norm_eps),
                   drop_rate=c.drop_rate)

@@ -1,8 +1,9 @@
 """Building blocks shared by every decoder family: norms, attention, MLPs, the block, RoPE.
 
 A family (gpt2.py, llama.py) only chooses among these and defines how tokens are embedded.
-Every block is pre-norm and causal. Batches are right-padded, so a real token never attends
-to padding and no attention mask is needed on the full-sequence path.
+Every block is pre-norm and causal unless a classifier turns the causal mask off. Batches are
+right-padded, so a real causal token never attends to padding and needs no mask; non-causal
+attention masks the padding with the rows' lengths.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ class Attention(nn.Module):
     """Multi-head attention with grouped key/value heads (n_kv_heads == n_heads is plain MHA)."""
 
     def __init__(self, emb_dim: int, n_heads: int, n_kv_heads: int, head_dim: int,
-                 bias: bool, proj_bias: bool, drop_rate: float = 0.0):
+                 bias: bool, proj_bias: bool, drop_rate: float = 0.0, causal: bool = True):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.causal = causal  # False: every token sees every real token (bonus table row 17)
         self.q = nn.Linear(emb_dim, n_heads * head_dim, bias=bias)
         self.k = nn.Linear(emb_dim, n_kv_heads * head_dim, bias=bias)
         self.v = nn.Linear(emb_dim, n_kv_heads * head_dim, bias=bias)
@@ -63,21 +65,29 @@ class Attention(nn.Module):
         self.drop_rate = drop_rate
 
     def forward(self, x: torch.Tensor, rope: RoPE | None = None,
-                query_pos: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, C). With query_pos (B,), only those positions are queried: (B, 1, C) out."""
+                query_pos: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, C). With query_pos (B,), only those positions are queried: (B, 1, C) out.
+        lengths (B,): real tokens per row; only a non-causal layer needs them (to hide the
+        right padding, which a causal one never sees from real tokens)."""
         B, T, _ = x.shape
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
         k = self.k(x).view(B, T, KV, D).transpose(1, 2)  # (B, KV, T, D)
         v = self.v(x).view(B, T, KV, D).transpose(1, 2)
         positions = torch.arange(T, device=x.device)
+        real = None if lengths is None else positions[None, :] < lengths[:, None]  # (B, T)
         if query_pos is None:
             q = self.q(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-            q_positions, mask, causal = None, None, True
+            q_positions, mask, causal = None, None, self.causal
+            if not self.causal and real is not None:
+                mask = real[:, None, None, :]  # (B, 1, 1, T)
         else:
             xq = x[torch.arange(B, device=x.device), query_pos].unsqueeze(1)  # (B, 1, C)
             q = self.q(xq).view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
             # The queried token sees itself and what precedes it, never the padding after it.
             mask = (positions[None, :] <= query_pos[:, None])[:, None, None, :]  # (B, 1, 1, T)
+            if not self.causal:
+                mask = None if real is None else real[:, None, None, :]
             q_positions, causal = query_pos, False
         if rope is not None:
             q, k = rope(q, q_positions), rope(k, None)
@@ -128,9 +138,10 @@ class Block(nn.Module):
         self.drop = nn.Dropout(drop_rate)
 
     def forward(self, x: torch.Tensor, rope: RoPE | None = None,
-                query_pos: torch.Tensor | None = None) -> torch.Tensor:
+                query_pos: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, T, C), or (B, 1, C) at query_pos when given."""
-        a = self.attn(self.norm1(x), rope, query_pos)
+        a = self.attn(self.norm1(x), rope, query_pos, lengths)
         if query_pos is not None:
             x = x[torch.arange(x.shape[0], device=x.device), query_pos].unsqueeze(1)
         x = x + self.drop(a)

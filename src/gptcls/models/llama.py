@@ -38,7 +38,7 @@ class Llama(Backbone):
         self.rope = RoPE(c.head_dim, c.context_length, c.rope_theta)
         self.blocks = nn.ModuleList(
             Block(Attention(c.emb_dim, c.n_heads, c.n_kv_heads, c.head_dim, bias=c.qkv_bias,
-                            proj_bias=False, drop_rate=c.drop_rate),
+                            proj_bias=False, drop_rate=c.drop_rate, causal=c.causal),
                   SwiGLU(c.emb_dim, c.hidden_dim),
                   RMSNorm(c.emb_dim, c.norm_eps), RMSNorm(c.emb_dim, c.norm_eps),
                   drop_rate=c.drop_rate)
