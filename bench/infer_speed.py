@@ -19,6 +19,8 @@ timed; tokenization is inside every timing):
   gptcls         Classifier.predict_proba on all texts (batched, sorted by length), gpt2-small.
                  Random weights unless --run: built with gptcls.weights.load_checkpoint, saved
                  with save_run and loaded back with Classifier.load, as a user would.
+  gptcls-bf16    the same model with Classifier(precision="bf16"): matrix products in bf16
+                 (native on AVX512-BF16/AMX CPUs); reports the largest probability change.
   gptcls-int8    the same model after torch.ao.quantization.quantize_dynamic(nn.Linear -> qint8),
                  CPU only; reports the largest probability change against fp32.
   chapter        chapter 6's classify_review (copied below): one text at a time, padded to
@@ -59,8 +61,9 @@ from _common import (
 from gptcls import data as gdata
 from gptcls.tokenizers import gpt2_tokenizer
 
-CONTENDERS = ("gptcls", "gptcls-int8", "chapter", "hf", "smollm")
-TITLES = {"gptcls": "gptcls gpt2-small fp32", "gptcls-int8": "gptcls gpt2-small int8 dynamic",
+CONTENDERS = ("gptcls", "gptcls-bf16", "gptcls-int8", "chapter", "hf", "smollm")
+TITLES = {"gptcls": "gptcls gpt2-small fp32", "gptcls-bf16": "gptcls gpt2-small --precision bf16",
+          "gptcls-int8": "gptcls gpt2-small int8 dynamic",
           "chapter": "chapter 6 classify_review loop (book GPTModel)",
           "hf": "transformers GPT2ForSequenceClassification, batch 32",
           "smollm": "gptcls smollm2-135m-instruct-q4 fp32"}
@@ -174,6 +177,22 @@ def run_gptcls(clf, texts: list[str]) -> dict:
     return {"seconds": secs, "probs": probs}
 
 
+def compare(out: dict, fp32: dict | None) -> dict:
+    if fp32 is not None:
+        out["max_abs_prob_diff"] = float(np.abs(out["probs"] - fp32["probs"]).max())
+        out["same_label"] = float((out["probs"].argmax(1) == fp32["probs"].argmax(1)).mean())
+    return out
+
+
+def run_bf16(clf, texts: list[str], fp32: dict | None) -> dict:
+    from gptcls.inference import Classifier
+
+    bclf = Classifier(clf.config, clf.model, clf.tokenizer, device=str(clf.device),
+                      precision="bf16")
+    probs, secs = timed(bclf.predict_proba, texts)
+    return compare({"seconds": secs, "probs": probs}, fp32)
+
+
 def run_int8(clf, texts: list[str], fp32: dict | None) -> dict:
     from gptcls.inference import Classifier
 
@@ -183,11 +202,7 @@ def run_int8(clf, texts: list[str], fp32: dict | None) -> dict:
             copy.deepcopy(clf.model).cpu(), {torch.nn.Linear}, dtype=torch.qint8)
     qclf = Classifier(clf.config, qmodel, clf.tokenizer, device="cpu")
     probs, secs = timed(qclf.predict_proba, texts)
-    out = {"seconds": secs, "probs": probs}
-    if fp32 is not None:
-        out["max_abs_prob_diff"] = float(np.abs(probs - fp32["probs"]).max())
-        out["same_label"] = float((probs.argmax(1) == fp32["probs"].argmax(1)).mean())
-    return out
+    return compare({"seconds": secs, "probs": probs}, fp32)
 
 
 def run_chapter(texts: list[str], max_length: int, limit: int | None) -> dict:
@@ -239,6 +254,8 @@ def run_smollm(texts: list[str], data: Path, tmp: Path) -> dict:
 def run_one(name: str, args: argparse.Namespace, texts: list[str], ctx: dict) -> dict:
     if name == "gptcls":
         return {**run_gptcls(ctx["clf"], texts), "load_s": ctx["load_s"]}
+    if name == "gptcls-bf16":
+        return run_bf16(ctx["clf"], texts, ctx["results"].get("gptcls"))
     if name == "gptcls-int8":
         return run_int8(ctx["clf"], texts, ctx["results"].get("gptcls"))
     if name == "chapter":
@@ -253,7 +270,7 @@ def run_all(args: argparse.Namespace, texts: list[str]) -> tuple[dict[str, dict]
     with tempfile.TemporaryDirectory(prefix="gptcls-infer-") as tmp:
         ctx = {"tmp": Path(tmp), "results": results, "clf": None, "load_s": None,
                "max_length": chapter_max_length(args.data, gpt2_tokenizer())}
-        if {"gptcls", "gptcls-int8"} & set(args.contenders):
+        if {"gptcls", "gptcls-bf16", "gptcls-int8"} & set(args.contenders):
             ctx["clf"], ctx["load_s"] = load_classifier(args, ctx["max_length"], ctx["tmp"])
             ctx["max_length"] = ctx["clf"].config.max_length
         for name in args.contenders:
@@ -316,6 +333,11 @@ def target_lines(results: dict[str, dict], n: int) -> list[str]:
         speedup = chapter["seconds"] / ours["seconds"]
         lines.append(f"| gptcls gpt2-small fp32 >= {TARGET_SPEEDUP:g}x the chapter loop "
                      f"| {speedup:.1f}x | {'yes' if speedup >= TARGET_SPEEDUP else 'NO'} |")
+        bf16 = results.get("gptcls-bf16", {})
+        if "seconds" in bf16:
+            speedup = chapter["seconds"] / bf16["seconds"]
+            lines.append(f"| gptcls gpt2-small bf16 >= {TARGET_SPEEDUP:g}x the chapter loop "
+                         f"| {speedup:.1f}x | {'yes' if speedup >= TARGET_SPEEDUP else 'NO'} |")
     return lines
 
 

@@ -12,7 +12,10 @@ Run (all three contenders, 5 epochs: about 45 minutes on 2 CPU cores):
 Contenders, one after another, each in its own subprocess (`--only NAME --json FILE`, run by
 this script) so that peak memory is per contender:
 
-  gptcls  gptcls.pipeline.run_training with the gpt2-small preset and its chapter recipe.
+  gptcls  gptcls.pipeline.run_training with the gpt2-small preset and its chapter recipe, every
+          default on: the frozen trunk runs once per distinct text, in bf16 where the CPU has
+          native bf16 (precision "auto"; metrics.json says which).
+  gptcls-fp32  the same with precision "fp32": the exact path.
   book    the book's own code (pip package llms-from-scratch): ch04 GPTModel, ch06 SpamDataset,
           DataLoaders, train_classifier_simple and calc_accuracy_loader, as the chapter uses them.
   hf      transformers' GPT2ForSequenceClassification in a plain PyTorch loop, batches padded
@@ -59,8 +62,9 @@ from gptcls.tokenizers import gpt2_tokenizer  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 SPLITS = gdata.SPLIT_NAMES  # ("train", "validation", "test")
-CONTENDERS = ("gptcls", "book", "hf")
-TITLES = {"gptcls": "gptcls", "book": "book code (llms_from_scratch ch04/ch06)",
+CONTENDERS = ("gptcls", "gptcls-fp32", "book", "hf")
+TITLES = {"gptcls": "gptcls (defaults)", "gptcls-fp32": "gptcls --precision fp32",
+          "book": "book code (llms_from_scratch ch04/ch06)",
           "hf": "transformers GPT2ForSequenceClassification"}
 TARGETS = {"book": 20.0, "hf": 4.0}  # minimum speed-up of gptcls, end-to-end wall time
 BATCH, LR, WEIGHT_DECAY, EVAL_FREQ, EVAL_ITER = 8, 5e-5, 0.1, 50, 5
@@ -138,13 +142,13 @@ def split_examples(work: Path) -> dict[str, list[gdata.Example]]:
 # --------------------------------------------------------------------------- gptcls
 
 
-def run_gptcls(args: argparse.Namespace, work: Path) -> dict:
+def run_gptcls(args: argparse.Namespace, work: Path, precision: str = "auto") -> dict:
     from gptcls.pipeline import options_with_recipe, run_training
 
-    out = work / "gptcls_run"
+    out = work / f"gptcls_run_{precision}"
     t0 = time.perf_counter()
     opts = options_with_recipe(out, "gpt2-small", weights="random", epochs=args.epochs,
-                               **gptcls_data_args(work))
+                               precision=precision, **gptcls_data_args(work))
     metrics = run_training(opts)
     total = time.perf_counter() - t0
     check_same_splits(out, work)
@@ -153,6 +157,7 @@ def run_gptcls(args: argparse.Namespace, work: Path) -> dict:
     return {"setup_s": t["total_s"] - train_s - t["final_eval_s"], "train_s": train_s,
             "eval_s": t["final_eval_s"], "save_s": total - t["total_s"], "total_s": total,
             "accuracy": {n: metrics[f"{n}_accuracy"] for n in SPLITS},
+            "trunk_precision": metrics["trunk_precision"],
             "gptcls_times": t, "history": metrics["history"]}
 
 
@@ -319,7 +324,8 @@ def hf_train(model: torch.nn.Module, loaders: dict, optimizer: torch.optim.Optim
 # --------------------------------------------------------------------------- processes
 
 
-RUNNERS = {"gptcls": run_gptcls, "book": run_book, "hf": run_hf}
+RUNNERS = {"gptcls": run_gptcls, "gptcls-fp32": lambda a, w: run_gptcls(a, w, "fp32"),
+           "book": run_book, "hf": run_hf}
 
 
 def peak_rss_mb() -> dict[str, float]:
@@ -380,17 +386,18 @@ def results_table(results: dict[str, dict]) -> list[str]:
 
 
 def ratio_table(results: dict[str, dict]) -> list[str]:
-    base = results.get("gptcls", {})
-    rows = ["| speed-up of gptcls | total time | training time | target (total) | met |",
+    rows = ["| speed-up | total time | training time | target (total) | met |",
             "|---|---:|---:|---:|---|"]
-    for name in ("book", "hf"):
-        r = results.get(name, {})
-        if "total_s" not in r or "total_s" not in base:
-            continue
-        total, train = r["total_s"] / base["total_s"], r["train_s"] / base["train_s"]
-        target = TARGETS[name]
-        rows.append(f"| {TITLES[name]} / gptcls | {total:.1f}x | {train:.1f}x "
-                    f"| >= {target:g}x | {'yes' if total >= target else 'NO'} |")
+    for ours in ("gptcls", "gptcls-fp32"):
+        base = results.get(ours, {})
+        for name in ("book", "hf"):
+            r = results.get(name, {})
+            if "total_s" not in r or "total_s" not in base:
+                continue
+            total, train = r["total_s"] / base["total_s"], r["train_s"] / base["train_s"]
+            target = TARGETS[name]
+            rows.append(f"| {TITLES[name]} / {TITLES[ours]} | {total:.1f}x | {train:.1f}x "
+                        f"| >= {target:g}x | {'yes' if total >= target else 'NO'} |")
     return rows
 
 
@@ -402,6 +409,8 @@ def report(results: dict[str, dict], info: dict, args: argparse.Namespace) -> st
              f"{first.get('threads', '?')} threads" + (f", --limit {args.limit}"
                                                       if args.limit else ""), ""]
     lines += results_table(results) + [""] + ratio_table(results)
+    lines += ["", *(f"{TITLES[n]}: frozen trunk computed in {r['trunk_precision']}"
+                    for n, r in results.items() if "trunk_precision" in r)]
     lines += ["", "setup = reading the splits, tokenizing, building the model; gptcls's train "
               "time includes its frozen-trunk cache pass; save = gptcls writing its run "
               "directory (weights, metrics, plots; the others save nothing); total = all of "

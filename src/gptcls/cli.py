@@ -83,8 +83,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="keep frozen-trunk activations here and reuse them in later runs with "
                    "the same weights, texts, depth and precision (seeds, grids)")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="compute dtype of the frozen layers on CPU: fp32 (default, exact) or "
-                   "bf16 (about 2.5x faster on CPUs with AVX512-BF16/AMX; on CUDA bf16 always)")
+                   help="compute dtype of the frozen layers: auto (default: bf16 where the "
+                   "hardware has native bf16 - CUDA, AVX512-BF16/AMX CPUs, about 2.5x faster - "
+                   "else fp32), fp32 (exact) or bf16; the trained layers stay fp32 on CPU")
     p.add_argument("--no-cache-trunk", dest="cache_trunk", action="store_false", default=None,
                    help="run the frozen layers every step instead of caching their output")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, ...")
@@ -140,6 +141,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     _add_data_options(p, training=False)
     _add_long_text(p)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
     p.add_argument("--out", help="write the report as JSON here")
 
 
@@ -149,6 +152,8 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("texts", nargs="*", help="texts; '-' reads one text per line from stdin")
     p.add_argument("--file", help="read one text per line from this file")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
     p.add_argument("--onnx", metavar="PATH",
                    help="run this ONNX export of the run with onnxruntime instead of PyTorch")
     _add_long_text(p)
@@ -169,6 +174,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from OUTPUT.partial/")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
     _add_long_text(p)
 
 
@@ -178,6 +185,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
     p.add_argument("--max-batch", type=int, default=64, help="texts per model call")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its model call")
@@ -357,7 +366,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
         clf = OnnxClassifier.from_run(args.run_dir, args.onnx)
     else:
-        clf = Classifier.load(args.run_dir, device=args.device)
+        clf = Classifier.load(args.run_dir, device=args.device, precision=args.precision)
     _print_predictions(clf, texts, args.long_text, args.chunk_reduce)
 
 
@@ -367,7 +376,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from gptcls.inference import Classifier
     from gptcls.metrics import format_report
 
-    clf = Classifier.load(args.run_dir, device=args.device)
+    clf = Classifier.load(args.run_dir, device=args.device, precision=args.precision)
     report = clf.evaluate(args.data, format=args.format, text_column=args.text_column,
                           label_column=args.label_column, encoding=args.encoding,
                           strict=args.strict, normalize_labels=args.normalize_labels,
@@ -425,8 +434,10 @@ def cmd_import_book(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from gptcls.batch_predict import predict_file
+    from gptcls.inference import Classifier
 
-    report = predict_file(args.run_dir, args.input, args.output, format=args.format,
+    clf = Classifier.load(args.run_dir, device=args.device, precision=args.precision)
+    report = predict_file(clf, args.input, args.output, format=args.format,
                           text_column=args.text_column, encoding=args.encoding,
                           chunk_size=args.chunk_size, resume=args.resume,
                           long_text=args.long_text, chunk_reduce=args.chunk_reduce,
@@ -437,9 +448,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from gptcls.serve import serve
 
-    serve(args.run_dir, host=args.host, port=args.port, device=args.device,
-          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_texts=args.max_texts,
-          max_chars=args.max_chars, max_body_bytes=args.max_body_bytes)
+    serve(args.run_dir, precision=args.precision, host=args.host, port=args.port,
+          device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+          max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes)
 
 
 def cmd_export(args: argparse.Namespace) -> None:

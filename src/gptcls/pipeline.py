@@ -16,6 +16,7 @@ import torch
 from gptcls.checkpoint import Checkpointer
 from gptcls.classifier import ClassifierConfig, ClassifierModel, fit_ids, save_run
 from gptcls.data import SPLIT_NAMES
+from gptcls.device import resolve_precision
 from gptcls.errors import GptclsError
 from gptcls.metrics import (
     classification_report,
@@ -123,10 +124,14 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
     ids, max_length = _tokenize_splits(tokenizer, splits, opts, ckpt.config.context_length)
     times["tokenize_s"] = time.perf_counter() - t0
     cache = _use_cache(model, ids, opts.train)
+    precision = resolve_precision(opts.train.precision, device)
+    if cache:
+        _log(f"frozen trunk ({model.first_trainable} blocks) computed once per text in "
+             f"{precision}" + (" (--precision fp32 for exact fp32)" if precision == "bf16" else ""))
     t0 = time.perf_counter()
     stores = {name: build_store(model, ids[name], [splits.labels.index(e.label)
                                                    for e in splits[name]], cache, device, desc=name,
-                                 precision=opts.train.precision,
+                                 precision=precision,
                                  cache_dir=opts.train.trunk_cache_dir)
               for name in SPLIT_NAMES}
     times["trunk_cache_s"] = time.perf_counter() - t0
@@ -135,7 +140,7 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
     checkpointer = None
     if opts.train.checkpoint_every or resume:
         checkpointer = Checkpointer(out / CHECKPOINT_DIR, opts.train.checkpoint_every,
-                                    trunk_fingerprint(model, ids["train"], opts.train.precision))
+                                    trunk_fingerprint(model, ids["train"], precision))
     hist = train(model, stores["train"], stores["validation"], opts.train, device, _log,
                  checkpointer)
     times["train_s"] = time.perf_counter() - t0
@@ -159,6 +164,7 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
         trainable=opts.trainable, train_embeddings=opts.train_embeddings, lora=model.lora)
     save_run(out, config, model.cpu(), tokenizer)
     metrics = _metrics(opts, hist, final, reports, times, cache, max_length, splits)
+    metrics["trunk_precision"] = precision if cache else "fp32"
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if checkpointer:  # the run is complete: its run directory replaces the checkpoint
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)

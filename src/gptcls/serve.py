@@ -185,7 +185,7 @@ def _models() -> tuple[type, type]:
 
 def create_app(source: Any, max_batch: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256,
                max_chars: int = 10000, max_body_bytes: int = 1_000_000,
-               device: str = "auto") -> Any:
+               device: str = "auto", precision: str = "fp32") -> Any:
     """The FastAPI app for a run directory (path) or a loaded `Classifier`."""
     try:
         from fastapi import FastAPI
@@ -197,7 +197,8 @@ def create_app(source: Any, max_batch: int = 64, max_wait_ms: float = 5.0, max_t
     from gptcls import __version__
     from gptcls.inference import Classifier
 
-    clf = source if isinstance(source, Classifier) else Classifier.load(source, device=device)
+    clf = source if isinstance(source, Classifier) else Classifier.load(source, device=device,
+                                                                        precision=precision)
     run_dir = None if isinstance(source, Classifier) else Path(source)
     batcher = MicroBatcher(clf.predict_proba, max_batch, max_wait_ms)
     limits = {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body_bytes,
@@ -285,11 +286,11 @@ def _model_info(clf: Any, run_dir: Path | None, limits: dict[str, Any]) -> dict[
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
-          **limits: Any) -> None:
+          precision: str = "fp32", **limits: Any) -> None:
     """`gptcls serve`: run the app with uvicorn until interrupted."""
     try:
         import uvicorn
     except ImportError:
         raise GptclsError("serving needs the serve extra: pip install 'gptcls[serve]'") from None
-    app = create_app(run_dir, device=device, **limits)
+    app = create_app(run_dir, device=device, precision=precision, **limits)
     uvicorn.run(app, host=host, port=port, log_level="info")
