@@ -29,10 +29,11 @@ def test_texts(tiny_run) -> list[str]:
         return [row["text"] for row in csv.DictReader(fh)]
 
 
-def _random_run(out: Path, model_name: str, weights: str, max_length: int) -> Path:
+def _random_run(out: Path, model_name: str, weights: str, max_length: int,
+                pooling: str = "last") -> Path:
     """A run with a random head (non-zero bias, the part HF has no slot for) on a backbone."""
     ckpt = load_checkpoint(model_name, weights)
-    model = ClassifierModel(build_backbone(ckpt.config), 2)
+    model = ClassifierModel(build_backbone(ckpt.config), 2, pooling)
     model.backbone.load_state_dict(ckpt.state_dict, strict=False)
     model.backbone.tie_weights()
     gen = torch.Generator().manual_seed(0)
@@ -41,7 +42,7 @@ def _random_run(out: Path, model_name: str, weights: str, max_length: int) -> Pa
         model.head.bias.copy_(torch.tensor([0.7, -0.4]))
     model.set_trainable(1)
     config = ClassifierConfig(model=ckpt.config, labels=["ham", "spam"], max_length=max_length,
-                              tokenizer=ckpt.tokenizer.spec(),
+                              tokenizer=ckpt.tokenizer.spec(), pooling=pooling,
                               backbone={"model": model_name, "weights": weights})
     save_run(out, config, model, ckpt.tokenizer)
     return out
@@ -115,8 +116,9 @@ def test_hf_export_llama(llama_run, test_texts, tmp_path):
     _check_hf(llama_run, tmp_path / "hf", test_texts, "llama")
 
 
-def test_hf_export_real_smollm2_backbone(test_texts, tmp_path):
-    run = _random_run(tmp_path / "run", "smollm2-135m-instruct-q4", "pretrained", 48)
+@pytest.mark.parametrize("pooling", ["last", "last+mean"])  # last+mean: SmolLM2's recipe
+def test_hf_export_real_smollm2_backbone(test_texts, tmp_path, pooling):
+    run = _random_run(tmp_path / "run", "smollm2-135m-instruct-q4", "pretrained", 48, pooling)
     _check_hf(run, tmp_path / "hf", test_texts[:50], "llama")
 
 

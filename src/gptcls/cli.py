@@ -43,7 +43,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-embeddings", action="store_true", default=None,
                    help="also train the token (and position) embeddings")
     _add_lora_options(p)
-    p.add_argument("--pooling", choices=POOLINGS, default="last")
+    p.add_argument("--pooling", choices=POOLINGS,
+                   help="which outputs the head reads: last real token (GPT-2's default), "
+                   "last+mean (SmolLM2's default), mean, first, or last-position (the book's)")
     p.add_argument("--max-length", type=int, help="cap on tokens per text")
     p.add_argument("--seed", type=int, help="training seed (default 123)")
     p.add_argument("--split-seed", type=int, default=123)

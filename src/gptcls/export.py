@@ -43,17 +43,39 @@ from gptcls.tokenizers import Tokenizer, load_tokenizer
 
 LLAMA_CLASS = "GptclsLlamaForSequenceClassification"
 _MODELING_FILE = "modeling_gptcls.py"
-_MODELING_SOURCE = '''"""Written by gptcls export: Llama classifier, bias on score."""
+_MODELING_SOURCE = '''"""Written by gptcls export: Llama with gptcls' head and pooling."""
 
+import torch
 from torch import nn
 from transformers import LlamaForSequenceClassification
+from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
 
 class GptclsLlamaForSequenceClassification(LlamaForSequenceClassification):
     def __init__(self, config):
         super().__init__(config)
+        # last (transformers' own rule), mean or last+mean (both side by side) of the real,
+        # right-padded tokens, as gptcls pooled them in training.
+        self.pooling = getattr(config, "gptcls_pooling", "last")
+        width = config.hidden_size * (2 if self.pooling == "last+mean" else 1)
         # gptcls' classification head is nn.Linear with a bias; HF's score has none.
-        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=True)
+        self.score = nn.Linear(width, config.num_labels, bias=True)
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        if self.pooling == "last":
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask,
+                                   labels=labels, **kwargs)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        h = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.to(h.dtype)[..., None]  # (B, T, 1)
+        pooled = (h * mask).sum(1) / mask.sum(1)  # (B, C)
+        if self.pooling == "last+mean":
+            last = h[torch.arange(h.shape[0]), attention_mask.sum(1) - 1]  # right padding
+            pooled = torch.cat([last, pooled], dim=-1)  # (B, 2C)
+        logits = self.score(pooled)
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return SequenceClassifierOutputWithPast(loss=loss, logits=logits)
 '''
 
 
@@ -65,9 +87,12 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     config, model, tokenizer = load_run(Path(run_dir))
-    if config.pooling != "last":
-        raise GptclsError(f"pooling {config.pooling!r} has no transformers equivalent: HF's "
-                          "sequence classifiers read the last real token (pooling 'last')")
+    llama_poolings = ("last", "mean", "last+mean")
+    if config.pooling != "last" and not (config.model.family == "llama"
+                                         and config.pooling in llama_poolings):
+        raise GptclsError(f"pooling {config.pooling!r} has no transformers equivalent for "
+                          f"{config.model.family}: its sequence classifiers read the last real "
+                          "token (pooling 'last'; Llama exports also do mean and last+mean)")
     if not config.model.causal:
         raise GptclsError("a run trained without the causal mask has no transformers "
                           "equivalent (its models are causal); export it to ONNX instead")
@@ -156,7 +181,8 @@ def _hf_llama_config(config: ClassifierConfig, tok: Tokenizer) -> dict[str, Any]
             "initializer_range": 0.02, "tie_word_embeddings": m.tie_embeddings,
             # rope_theta for transformers 4, rope_parameters for 5.
             "rope_theta": m.rope_theta,
-            "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta}}
+            "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta},
+            "gptcls_pooling": config.pooling}
 
 
 def _hf_gpt2(model: ClassifierModel) -> dict[str, Tensor]:
