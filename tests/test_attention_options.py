@@ -88,3 +88,25 @@ def test_bad_context_is_exit_2(context, tmp_path, capsys, sms_path):
     assert rc == 2
     assert "--context must be longest, model or a positive number" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_no_padding_is_batches_of_one_with_accumulation(sms_path, tmp_path):
+    data = tmp_path / "sms-head.tsv"
+    data.write_bytes(b"".join(sms_path.open("rb").readlines()[:600]))
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "gpt2-tiny", "--weights", "random", "--data", str(data),
+               "--format", "sms", "--out", str(out), "--epochs", "1", "--no-padding",
+               "--grad-accum", "4", "--pool", "last", "--classify"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["train_config"]["batch_size"], m["train_config"]["grad_accum"]) == (1, 4)
+    n_train = m["examples"]["train"]
+    assert m["history"]["steps"] == [n_train // 4]
+    assert m["history"]["examples_seen"] == [n_train - n_train % 4]
+
+
+def test_no_padding_with_another_batch_size_is_exit_2(sms_path, tmp_path, capsys):
+    rc = main(["train", "--model", "gpt2-tiny", "--weights", "random", "--data", str(sms_path),
+               "--out", str(tmp_path / "r"), "--no-padding", "--batch-size", "8"])
+    assert rc == 2
+    assert "--no-padding means batches of one text" in capsys.readouterr().err

@@ -186,7 +186,12 @@ class ClassifierModel(nn.Module):
             pooled = torch.cat([last, pooled], dim=-1)  # (B, 2C)
         return self.head(pooled)
 
-    def forward(self, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, lengths: torch.Tensor, cached: bool = False
+                ) -> torch.Tensor:
+        """(B, T) ids -> logits; with `cached`, (B, T, C) trunk activations -> logits (the
+        form DistributedDataParallel calls when the trunk is cached)."""
+        if cached:
+            return self.top(idx, lengths)
         return self.top(self.trunk(idx, lengths), lengths)
 
     def trunk_is_cacheable(self) -> bool:

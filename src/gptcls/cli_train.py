@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", help="cache directory (default: $GPTCLS_CACHE or ~/.cache/gptcls)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--no-padding", action="store_true",
+                   help="batches of one text, so nothing is ever padded (use --grad-accum N "
+                   "for the effect of batch N)")
     p.add_argument("--lr", type=float, help="learning rate of the trainable blocks")
     p.add_argument("--head-lr", type=float, help="learning rate of the head (default: --lr)")
     p.add_argument("--weight-decay", type=float)
@@ -38,7 +42,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-embeddings", action="store_true", default=None,
                    help="also train the token (and position) embeddings")
     _add_lora_options(p)
-    p.add_argument("--pooling", choices=POOLINGS,
+    p.add_argument("--pooling", "--pool", choices=POOLINGS,
                    help="which outputs the head reads: last real token (GPT-2's default), "
                    "last+mean (SmolLM2's default), mean, first, or last-position (the book's)")
     p.add_argument("--max-length", type=int, help="cap on tokens per text")
@@ -138,6 +142,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         print("NOTE: --weights random: the backbone is randomly initialised, not pretrained; "
               "expect chance-level features (the chapter's random-weights experiment).")
     m = run_training(opts, resume=bool(args.resume))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun rank 0 alone reports (and wrote the run directory)
     _print_training_summary(m, opts.out)
     from gptcls.cli import EXAMPLES, _print_predictions
 
@@ -163,7 +169,7 @@ def _train_options(args: argparse.Namespace):
         encoding=args.encoding, strict=args.strict, normalize_labels=args.normalize_labels,
         split=parse_fractions(args.split), truncate=args.truncate, threshold=args.threshold,
         max_fpr=args.max_fpr,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
+        epochs=args.epochs, batch_size=_batch_size(args), lr=args.lr, head_lr=args.head_lr,
         weight_decay=args.weight_decay, **_trainable_options(args),
         pooling=args.pooling, max_length=args.max_length, seed=args.seed,
         split_seed=args.split_seed, balance=args.balance, eval_freq=args.eval_freq,
@@ -206,3 +212,12 @@ def _trainable_options(args: argparse.Namespace) -> dict:
             "lora_blocks": blocks if lora else None, "train_embeddings": args.train_embeddings,
             "lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha,
             "lora_targets": args.lora_targets, "merge_lora": args.merge_lora}
+
+
+def _batch_size(args: argparse.Namespace) -> int | None:
+    if not args.no_padding:
+        return args.batch_size
+    if args.batch_size not in (None, 1):
+        raise GptclsError(f"--no-padding means batches of one text; drop --batch-size "
+                          f"{args.batch_size} (use --grad-accum {args.batch_size} instead)")
+    return 1

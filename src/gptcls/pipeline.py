@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from gptcls.checkpoint import Checkpointer
 from gptcls.classifier import ClassifierConfig, ClassifierModel, fit_ids, save_run
 from gptcls.data import SPLIT_NAMES
 from gptcls.device import resolve_precision
+from gptcls.distributed import finish, from_env, local_device
 from gptcls.errors import GptclsError
 from gptcls.metrics import (
     classification_report,
@@ -108,19 +110,22 @@ def _log(msg: str) -> None:
 def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
     """Train, evaluate and save a classifier into `opts.out`; returns the metrics dict.
     With opts.train.checkpoint_every the run checkpoints as it goes; `resume` continues from
-    the checkpoint in opts.out (see `resume_options`)."""
+    the checkpoint in opts.out (see `resume_options`). Under torchrun every process trains
+    its share and rank 0 alone writes (distributed.py)."""
     times: dict[str, float] = {}
     t_all = time.perf_counter()
     out = Path(opts.out)
-    if opts.train.checkpoint_every and not resume:
+    device = local_device(device_for(opts.device))
+    dist = from_env(device)
+    if opts.train.checkpoint_every and not resume and dist.main:
         save_options(opts, out / CHECKPOINT_DIR / "options.json")
-    splits = load_splits(opts.data, out, _log)
+    split_dir = out if dist.main else Path(tempfile.mkdtemp(prefix=f"gptcls-rank{dist.rank}-"))
+    splits = load_splits(opts.data, split_dir, _log if dist.main else _quiet)
     if splits.class_weights:
         opts.train.class_weights = splits.class_weights
     t0 = time.perf_counter()
     model, tokenizer, ckpt = _build_model(opts, len(splits.labels))
     times["load_backbone_s"] = time.perf_counter() - t0
-    device = device_for(opts.device)
     model.to(device)
 
     t0 = time.perf_counter()
@@ -135,7 +140,7 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
     stores = {name: build_store(model, ids[name], [splits.labels.index(e.label)
                                                    for e in splits[name]], cache, device, desc=name,
                                  precision=precision,
-                                 cache_dir=opts.train.trunk_cache_dir)
+                                 cache_dir=opts.train.trunk_cache_dir, dist=dist)
               for name in SPLIT_NAMES}
     times["trunk_cache_s"] = time.perf_counter() - t0
 
@@ -144,8 +149,8 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
     if opts.train.checkpoint_every or resume:
         checkpointer = Checkpointer(out / CHECKPOINT_DIR, opts.train.checkpoint_every,
                                     trunk_fingerprint(model, ids["train"], precision))
-    hist = train(model, stores["train"], stores["validation"], opts.train, device, _log,
-                 checkpointer)
+    hist = train(model, stores["train"], stores["validation"], opts.train, device,
+                 _log if dist.main else _quiet, checkpointer, dist)
     times["train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     final = {name: evaluate(model, store, full_batches(store), device)
@@ -156,7 +161,27 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
                for name in SPLIT_NAMES}
     times["final_eval_s"] = time.perf_counter() - t0
     times["total_s"] = time.perf_counter() - t_all
+    metrics = _metrics(opts, hist, final, reports, times, cache, max_length, splits)
+    metrics["trunk_precision"] = precision if cache else "fp32"
+    metrics["processes"] = dist.world
+    if dist.main:
+        _save(opts, model, tokenizer, ckpt, splits, max_length, threshold, metrics)
+        if checkpointer:  # the run is complete: its run directory replaces the checkpoint
+            shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+        _plots(out, hist, opts.train.epochs, reports["test"], stores["test"],
+               final["test"]["probs"])
+    finish(dist)
+    return metrics
 
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def _save(opts: RunOptions, model: ClassifierModel, tokenizer, ckpt, splits: Splits,
+          max_length: int, threshold: float | None, metrics: dict[str, Any]) -> None:
+    """The run directory: config.json, weights (LoRA merged unless asked not to), metrics."""
+    out = Path(opts.out)
     if model.lora and opts.merge_lora:
         model.merge_lora()  # a plain model with the same logits
     config = ClassifierConfig(
@@ -166,13 +191,7 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
         backbone={"model": opts.model, "weights": opts.weights, "source": ckpt.source},
         trainable=opts.trainable, train_embeddings=opts.train_embeddings, lora=model.lora)
     save_run(out, config, model.cpu(), tokenizer)
-    metrics = _metrics(opts, hist, final, reports, times, cache, max_length, splits)
-    metrics["trunk_precision"] = precision if cache else "fp32"
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if checkpointer:  # the run is complete: its run directory replaces the checkpoint
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    _plots(out, hist, opts.train.epochs, reports["test"], stores["test"], final["test"]["probs"])
-    return metrics
 
 
 def save_options(opts: RunOptions, path: Path) -> None:
@@ -207,11 +226,14 @@ def _build_model(opts: RunOptions, num_classes: int):
     policy, n_blocks, lora = trainable_policy(opts)  # bad options fail before any download
     ckpt = load_checkpoint(opts.model, opts.weights, cache=opts.cache, seed=opts.train.seed)
     _log(f"backbone: {ckpt.source}")
-    torch.manual_seed(opts.train.seed)  # the head's initialisation
     ckpt.config = dataclasses.replace(ckpt.config, causal=opts.causal_mask)
     backbone = build_backbone(ckpt.config)
     backbone.load_state_dict(_with_tied(ckpt.state_dict, backbone), strict=True)
     ckpt.state_dict = {}  # the backbone holds its own copy now: free this one
+    # Seeded right before the head, as the chapter does (torch.manual_seed(123), then the new
+    # out_head): the head's initial weights depend on the seed alone, not on how many random
+    # numbers building this backbone happened to draw.
+    torch.manual_seed(opts.train.seed)
     model = ClassifierModel(backbone, num_classes, opts.pooling)
     opts.trainable_blocks = model.set_policy(policy, n_blocks, final_norm=opts.train_final_norm,
                                              embeddings=opts.train_embeddings, lora=lora)

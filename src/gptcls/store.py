@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from gptcls.classifier import ClassifierModel, pad_batch
 from gptcls.device import autocast
+from gptcls.distributed import Dist, gather_dict
 
 
 @dataclass
@@ -66,10 +67,12 @@ def make_batches(lengths: Sequence[int], batch_size: int, shuffle: bool = False,
 def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[int],
                 cache: bool, device: torch.device, batch_tokens: int = 4096,
                 desc: str = "trunk", precision: str = "fp32",
-                cache_dir: str | Path | None = None) -> Store:
+                cache_dir: str | Path | None = None, dist: Dist | None = None) -> Store:
     """Token ids -> Store; with `cache`, runs the frozen trunk once per distinct text (real
     tokens only): duplicates share one activation tensor. With `cache_dir`, activations are
-    read from / written to a file named by a fingerprint of weights, texts and precision."""
+    read from / written to a file named by a fingerprint of weights, texts and precision.
+    With several processes (`dist`), each computes every world-th text and all gather."""
+    dist = dist or Dist()
     y = torch.tensor(list(labels), dtype=torch.long)
     items = [torch.tensor(s, dtype=torch.long) for s in ids]
     if not cache:
@@ -84,17 +87,19 @@ def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[i
             return Store([distinct[j] for j in owner], y, cached=True)
     model.eval()
     out: dict[int, torch.Tensor] = {}
-    bar = tqdm(total=len(first), desc=f"caching {desc}", unit="text", disable=None, leave=False)
-    for chunk in length_batches([len(ids[i]) for i in first], batch_tokens, max_batch=512):
-        x, lengths = pad_batch([items[first[j]] for j in chunk])
+    mine = list(range(dist.rank, len(first), dist.world))
+    bar = tqdm(total=len(mine), desc=f"caching {desc}", unit="text", disable=None, leave=False)
+    for chunk in length_batches([len(ids[first[j]]) for j in mine], batch_tokens, max_batch=512):
+        x, lengths = pad_batch([items[first[mine[c]]] for c in chunk])
         with autocast(device, precision):
             h = model.trunk(x.to(device), lengths.to(device)).float()  # (B, T, C)
-        for row, j in enumerate(chunk):
-            out[j] = h[row, : lengths[row]].clone()
+        for row, c in enumerate(chunk):
+            out[mine[c]] = h[row, : lengths[row]].clone()
         bar.update(len(chunk))
     bar.close()
+    out = gather_dict(out, dist)
     distinct = [out[j] for j in range(len(first))]
-    if path is not None:
+    if path is not None and dist.main:
         _write_activations(path, distinct)
     return Store([distinct[j] for j in owner], y, cached=True)
 

@@ -25,6 +25,7 @@ from gptcls.device import (  # noqa: F401  (re-exported: gptcls.train was their 
     device_for,
     physical_cores,
 )
+from gptcls.distributed import Dist, check_batch, share, wrap
 from gptcls.errors import GptclsError
 from gptcls.store import (  # noqa: F401  (re-exported)
     Store,
@@ -74,11 +75,12 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 EARLY_STOPPING = ("val_loss", "val_f1")
 
 
-def logits_for(model: ClassifierModel, store: Store, idx: Sequence[int],
+def logits_for(model: torch.nn.Module, store: Store, idx: Sequence[int],
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`model` is a ClassifierModel or the DistributedDataParallel wrapping one."""
     x, lengths, y = store.batch(idx, device)
     with autocast(device):
-        logits = model.top(x, lengths) if store.cached else model(x, lengths)
+        logits = model(x, lengths, cached=store.cached)
     return logits.float(), y
 
 
@@ -160,12 +162,16 @@ class EarlyStopping:
 
 def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: TrainConfig,
           device: torch.device, log: Callable[[str], None] | None = None,
-          checkpoint: Checkpointer | None = None) -> dict[str, list]:
+          checkpoint: Checkpointer | None = None, dist: Dist | None = None) -> dict[str, list]:
     """The chapter's `train_classifier_simple`, on length-bucketed batches of a Store; with a
-    Checkpointer it saves as it goes and continues from the checkpoint it finds."""
+    Checkpointer it saves as it goes and continues from the checkpoint it finds; with a Dist
+    of several processes each trains on its share of every batch (distributed.py)."""
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    dist = dist or Dist()
     if cfg.grad_accum < 1:
         raise GptclsError(f"grad_accum must be at least 1, got {cfg.grad_accum}")
+    check_batch(cfg.batch_size, dist)
+    runner = wrap(model, dist, device)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = make_optimizer(model, cfg)
     weights = torch.tensor(cfg.class_weights, device=device) if cfg.class_weights else None
@@ -188,7 +194,7 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
             st.order = st.order[: len(st.order) - len(st.order) % cfg.grad_accum]
         while st.batch < len(st.order):
             group = st.order[st.batch: st.batch + cfg.grad_accum]
-            loss = _step(model, train_store, group, opt, sched, device, weights)
+            loss = _step(runner, train_store, group, opt, sched, device, weights, dist)
             st.batch += len(group)
             st.step += 1
             st.examples_seen += sum(len(idx) for idx in group)
@@ -197,12 +203,12 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
             if st.step % cfg.eval_freq == 0:
                 _eval_losses(model, train_store, val_store, val_batches, cfg, gen, st, device,
                              weights, log)
-            if checkpoint and checkpoint.due(st.step):
+            if checkpoint and dist.main and checkpoint.due(st.step):
                 checkpoint.save(model, opt, sched, gen, st, stopper)
         stop = _end_epoch(model, train_store, val_store, val_batches, cfg, gen, st, device,
                           weights, log, stopper, time.perf_counter() - t0)
         st.epoch, st.batch, st.order = st.epoch + 1, 0, None
-        if checkpoint:
+        if checkpoint and dist.main:
             checkpoint.save(model, opt, sched, gen, st, stopper)
         if stop:
             break
@@ -210,18 +216,24 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
     return _finish(model, st, stopper, log)
 
 
-def _step(model: ClassifierModel, store: Store, group: list[list[int]],
+def _step(model: torch.nn.Module, store: Store, group: list[list[int]],
           opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
-          device: torch.device, weights: torch.Tensor | None) -> float:
-    """One optimizer step over `group` micro-batches; returns their mean loss."""
+          device: torch.device, weights: torch.Tensor | None, dist: Dist | None = None) -> float:
+    """One optimizer step over `group` micro-batches; returns this process's share of their
+    mean loss. Each process takes its share of every micro-batch; scaling by world / batch
+    size makes DDP's gradient average the gradient of the whole batch's mean loss."""
+    dist = dist or Dist()
     model.train()
     opt.zero_grad(set_to_none=True)
     total = 0.0
     for idx in group:
-        logits, y = logits_for(model, store, idx, device)
-        loss = F.cross_entropy(logits, y, weight=weights) / len(group)
+        logits, y = logits_for(model, store, share(idx, dist), device)
+        loss = F.cross_entropy(logits, y, weight=weights, reduction="sum")
+        if weights is not None:  # a weighted mean divides by the batch's summed weights
+            loss = loss * len(idx) / float(weights[store.labels[idx]].sum())
+        loss = loss * dist.world / len(idx) / len(group)
         loss.backward()
-        total += loss.item()
+        total += loss.item() / dist.world
     opt.step()
     sched.step()
     return total
