@@ -72,10 +72,12 @@ def main() -> None:
         fmt = lambda v: "–" if v is None else f"{v * 100:.2f}%"  # noqa: E731
         print(f"| {name} | {fmt(tr)} | {fmt(va)} | {fmt(te)} | {err} | {sec:.0f} |")
     seeds = [int(s) for s in args.seeds.split(",")]
-    for (name, _, _, te, _, _), seed in zip(rows, seeds, strict=False):
-        target = 0.9867 if seed == 123 else 0.98
-        print(f"target {'met' if te >= target - 1e-9 else 'MISSED'}: {name} "
-              f"{te * 100:.2f}% >= {target * 100:.2f}%")
+    for (name, _, _, te, errors, _), seed in zip(rows, seeds, strict=False):
+        # In errors, not a rounded percentage: 98.67% means 296 of 300 (0.98666...).
+        allowed = 4 if seed == 123 else 6
+        print(f"target {'met' if errors <= allowed else 'MISSED'}: {name} {te * 100:.2f}% "
+              f"({errors} errors; target <= {allowed} of 300, "
+              f"{'>= 98.67%' if seed == 123 else '>= 98.00%'})")
 
 
 if __name__ == "__main__":
