@@ -26,6 +26,18 @@ def new_history() -> dict[str, list]:
                             "val_accs", "epoch_seconds")}
 
 
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the parameters that train (checkpoints, the early-stopping best)."""
+    return {k: p.detach().cpu().clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
+
+
 @dataclass
 class LoopState:
     """Where the training loop is."""
@@ -54,8 +66,7 @@ class Checkpointer:
     def save(self, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
              gen: torch.Generator, state: LoopState, stopper: Any = None) -> None:
         payload = {
-            "weights": {k: p.detach().cpu().clone() for k, p in model.named_parameters()
-                        if p.requires_grad},
+            "weights": trainable_state(model),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "state": asdict(state), "fingerprint": self.fingerprint,
@@ -79,10 +90,7 @@ class Checkpointer:
     def restore(self, payload: dict[str, Any], model: torch.nn.Module,
                 opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
                 stopper: Any = None) -> LoopState:
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for k, v in payload["weights"].items():
-                params[k].copy_(v)
+        load_trainable(model, payload["weights"])
         opt.load_state_dict(payload["optimizer"])
         sched.load_state_dict(payload["scheduler"])
         gen.set_state(payload["generator"])

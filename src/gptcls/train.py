@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from gptcls.checkpoint import Checkpointer, LoopState
+from gptcls.checkpoint import Checkpointer, LoopState, load_trainable, trainable_state
 from gptcls.classifier import ClassifierModel
 from gptcls.device import (  # noqa: F401  (re-exported: gptcls.train was their first home)
     PRECISIONS,
@@ -149,15 +149,11 @@ class EarlyStopping:
         score = -val["loss"] if self.metric == "val_loss" else val["macro_f1"]
         if self.best is None or score > self.best:
             self.best, self.best_epoch = score, epoch
-            self.state = {k: p.detach().clone() for k, p in model.named_parameters()
-                          if p.requires_grad}
+            self.state = trainable_state(model)
         return self.patience is not None and epoch - self.best_epoch >= self.patience
 
     def restore(self, model: ClassifierModel) -> None:
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for k, v in self.state.items():
-                params[k].copy_(v)
+        load_trainable(model, self.state)
 
 
 def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: TrainConfig,
