@@ -183,6 +183,25 @@ def _simple(name: str, value: Any, valid: set[str]) -> tuple[dict[str, Any], str
     raise Unsupported(f"book option {name}")
 
 
+# The book's row 13 pads every text to GPT-2's whole context, 1024 tokens.
+BOOK_CONTEXT = 1024
+
+
+def _cap_context(settings: dict[str, Any]) -> str:
+    """Row 13 on a model with a longer context than GPT-2's: pad to the book's 1024 instead.
+
+    SmolLM2's context is 8192 tokens: 8x the trunk work and far more attention, hours on a
+    CPU; 1024 keeps the row's point (hundreds of padding tokens before the read position)."""
+    from gptcls.models import preset_config
+
+    length = preset_config(settings["model"]).context_length
+    if length <= BOOK_CONTEXT:
+        return ""
+    settings["context"] = BOOK_CONTEXT
+    return (f"context {BOOK_CONTEXT} (the book's, GPT-2's whole context); this model's own "
+            f"{length} would be {length // BOOK_CONTEXT}x the work")
+
+
 def _model(row: BookRow, family: str) -> str:
     size = row.args.get("model_size", "small")
     model = FAMILIES[family].get(size)
@@ -225,6 +244,8 @@ def row_settings(row: BookRow, family: str = "offline", valid: set[str] | None =
     for update, note in parts:
         settings.update(update)
         notes.append(note)
+    if settings.get("context") == "model":
+        notes.append(_cap_context(settings))
     # None: leave the option to the recipe (e.g. trainable_blocks under trainable=all)
     return {k: v for k, v in settings.items() if v is not None}, "; ".join(n for n in notes if n)
 

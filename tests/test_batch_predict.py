@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,88 @@ def test_non_string_text_is_one_clear_error(clf, tmp_path):
     with pytest.raises(GptclsError, match="data row 2: the text is int"):
         predict_file(clf, src, tmp_path / "out.csv", progress=False)
     assert not (tmp_path / "out.csv").exists()
+
+
+# --- torchrun: chunks shared out by rank (the collectives are tested in test_distributed.py) -
+
+
+class _Interrupting:
+    """A Classifier that raises KeyboardInterrupt on its n-th call (a killed process)."""
+
+    def __init__(self, clf: Classifier, calls: int):
+        self.clf, self.left = clf, calls
+
+    def __getattr__(self, name: str):
+        return getattr(self.clf, name)
+
+    def predict_proba(self, *args, **kwargs):
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+        return self.clf.predict_proba(*args, **kwargs)
+
+
+def _shard_setup(src: Path, out: Path, clf: Classifier, chunk_size: int):
+    from gptcls.batch_predict import _fingerprint
+
+    source = open_source(src, None, None, "utf-8", chunk_size)
+    layout = batch_predict._Layout.build(source, clf.labels, None, "csv")
+    fp = {**_fingerprint(src, "run", source, layout, "truncate"),
+          "sharded_chunk_size": chunk_size}
+    return source, layout, batch_predict._PartialState(out, fp)
+
+
+def test_ranks_share_the_chunks_and_resume_to_the_single_process_file(rows, clf, tmp_path):
+    from gptcls.batch_shard import shard_chunks, start
+    from gptcls.distributed import Dist
+
+    src = _write_csv(tmp_path / "in.csv", rows)  # 121 rows: 7 chunks of 16, then 9
+    reference = tmp_path / "reference.csv"
+    predict_file(clf, src, reference, chunk_size=16, progress=False)
+    out = tmp_path / "out.csv"
+
+    def run(rank: int, model, resume: bool = False) -> dict[str, int]:
+        source, layout, state = _shard_setup(src, out, clf, 16)
+        if rank == 0:
+            start(state, resume)
+        try:
+            return shard_chunks(model, source, layout, state, Dist(rank, 2), False,
+                                "truncate", "mean")
+        finally:
+            source.close()
+
+    first = run(0, clf)
+    assert first == {"chunks": 8, "rows": 121, "predicted": 63, "empty": 1, "resumed": 0}
+    with pytest.raises(KeyboardInterrupt):  # rank 1 dies after two of its four chunks
+        run(1, _Interrupting(clf, 2))
+    parts = sorted(p.name for p in (tmp_path / "out.csv.partial").glob("part-*"))
+    assert parts == [f"part-{k:06d}.data" for k in (0, 1, 2, 3, 4, 6)]
+    # Resumed (rank 0 checks the directory again): only chunks 5 and 7 are classified.
+    again = [run(0, _Interrupting(clf, 0), resume=True), run(1, clf)]
+    assert [a["predicted"] + a["empty"] for a in again] == [0, 25]  # chunk 7: the last 9
+    assert [a["resumed"] for a in again] == [64, 32]
+    source, layout, state = _shard_setup(src, out, clf, 16)
+    source.close()
+    state.parts, state.rows_done = 8, 121
+    batch_predict._assemble(state, layout, out)
+    assert out.read_bytes() == reference.read_bytes()  # same chunks, same rows, same order
+
+
+def test_sharded_and_single_process_partials_are_not_mixed(rows, clf, tmp_path):
+    from gptcls.batch_shard import start
+
+    src = _write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "out.csv"
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(clf, src, out, chunk_size=16, progress=False,
+                     on_chunk=lambda n: (_ for _ in ()).throw(KeyboardInterrupt))
+    _, _, state = _shard_setup(src, out, clf, 16)
+    with pytest.raises(GptclsError, match="a single process started it"):
+        start(state, resume=True)
+    shutil.rmtree(tmp_path / "out.csv.partial")
+    start(state, resume=False)
+    _, _, other = _shard_setup(src, out, clf, 32)
+    with pytest.raises(GptclsError, match="pass --chunk-size 16"):
+        start(other, resume=True)
+    with pytest.raises(GptclsError, match="started under torchrun"):
+        predict_file(clf, src, out, chunk_size=16, resume=True, progress=False)

@@ -53,3 +53,32 @@ def test_two_processes_end_with_the_single_process_weights(sms_path, tmp_path):
     for split in ("train", "validation", "test"):
         assert abs(a["final"][split]["loss"] - b["final"][split]["loss"]) < 1e-4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "sms-head.tsv", "two"]
+
+
+def test_predict_under_torchrun_writes_the_single_process_file(tiny_run, tmp_path):
+    import csv
+
+    src = tmp_path / "in.csv"
+    with (tiny_run / "test.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))[:100]
+    with src.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    env = {**os.environ, "GPTCLS_THREADS": "1"}
+    outs = {}
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone",
+                                                  "--nproc-per-node", "2"])):
+        outs[name] = tmp_path / f"{name}.csv"
+        cmd = [sys.executable, *launcher, "-m", "gptcls", "predict", str(tiny_run), str(src),
+               str(outs[name]), "--chunk-size", "16"]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert res.stdout.count("wrote 100 rows") == 1  # rank 0 alone reports
+    assert "by 2 processes" in res.stdout
+    one, two = ([*csv.DictReader(outs[n].open(newline=""))] for n in ("one", "two"))
+    assert [r["text"] for r in two] == [r["text"] for r in rows]  # input order kept
+    assert [r["label"] for r in two] == [r["label"] for r in one]
+    for a, b in zip(one, two, strict=True):
+        assert abs(float(a["prob_spam"]) - float(b["prob_spam"])) < 1e-6
+    assert not (tmp_path / "two.csv.partial").exists()

@@ -135,12 +135,34 @@ def test_changed_settings_are_not_reused(tmp_path):
     assert grid._completed(run, {"lr": 0.001, "split": (0.7, 0.1, 0.2), "epochs": 2}) is None
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"trainable_blocks": 5}, "trainable blocks must be between 0 and 2, got 5"),
+    ({"trainable": "lora", "lora_blocks": 3}, "LoRA blocks must be between 1 and 2, got 3"),
+    ({"trainable": "lora", "lora_rank": 0}, "--lora-rank must be a positive integer"),
+    ({"trainable": "lora", "lora_targets": "attn,ffn"}, "unknown LoRA target 'ffn'"),
+    ({"lora_rank": 8}, "--lora-rank: only with --trainable lora"),
+    ({"trainable": "last-2-blocks"}, "unknown trainable policy"),
+    ({"pooling": "max"}, "unknown pooling 'max'"),
+    ({"lr_schedule": "step"}, "unknown lr_schedule"),
+    ({"context": "long"}, "--context must be"),
+    ({"grad_accum": 0}, "grad_accum must be at least 1"),
+])
+def test_bad_options_fail_before_any_run(settings, message, base, tmp_path, monkeypatch):
+    monkeypatch.setattr("gptcls.pipeline.run_training",
+                        lambda opts: pytest.fail("nothing may train"))
+    runs = [dict(base), {**base, **settings}]  # the bad one second: still nothing trains
+    with pytest.raises(GptclsError, match=message):
+        grid.run_runs(runs, tmp_path / "g")
+    assert not (tmp_path / "g").exists()
+
+
 def test_failed_run_is_recorded_and_the_grid_goes_on(base, tmp_path, monkeypatch):
     out = tmp_path / "g"
-    spec = grid.GridSpec(base=base, grid={"trainable_blocks": [5, 1]})  # gpt2-tiny has 2
+    missing = str(tmp_path / "gone.tsv")  # only found missing when the run loads its data
+    spec = grid.GridSpec(base=base, grid={"data": [missing, base["data"]]})
     rows = grid.run_grid(spec, out)
     assert [r["status"] for r in rows] == ["failed", "ok"]
-    assert "5" in rows[0]["error"] and rows[0]["test_accuracy"] is None
+    assert "gone.tsv" in rows[0]["error"] and rows[0]["test_accuracy"] is None
     assert (out / rows[0]["run"] / "error.txt").is_file()
     assert "| failed: " in (out / "grid.md").read_text()
     calls = []
@@ -217,6 +239,8 @@ def test_bonus_rows_map_to_gptcls_settings(bonus):
     assert (s15["pooling"], s15["batch_size"], s15["grad_accum"]) == ("last", 1, 8)
     s13, _ = bonus.row_settings(row[13], "gpt2", keys | {"context"})
     assert (s13["context"], s13["pooling"]) == ("model", "last-position")
+    s13, note = bonus.row_settings(row[13], "offline", keys | {"context"})
+    assert s13["context"] == 1024 and "8192" in note  # SmolLM2's own context: 8x the work
     assert bonus.row_settings(row[16], "gpt2", keys)[0]["pooling"] == "last"
     assert bonus.row_settings(row[17], "gpt2", keys)[0] is None
     assert bonus.row_settings(row[17], "gpt2", keys | {"causal_mask"})[0]["causal_mask"] is False

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gptcls.batch_sources import RowSource, open_source
+from gptcls.distributed import Dist, from_env
 from gptcls.errors import GptclsError
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
@@ -58,11 +59,13 @@ def predict_file(run: Any, input_path: str | os.PathLike, output_path: str | os.
                  encoding: str = "utf-8", chunk_size: int = 1024, resume: bool = False,
                  long_text: str = "truncate", chunk_reduce: str = "mean", device: str = "auto",
                  progress: bool = True,
-                 on_chunk: Callable[[int], None] | None = None) -> PredictReport:
+                 on_chunk: Callable[[int], None] | None = None,
+                 dist: Dist | None = None) -> PredictReport:
     """Classify every row of `input_path` into `output_path` (format from its extension).
 
     `run`: a run directory or a loaded `Classifier`. `on_chunk(rows_done)` is called after each
-    chunk is safely on disk (tests use it to simulate an interruption).
+    chunk is safely on disk (tests use it to simulate an interruption). Under torchrun (or a
+    `dist` with several processes) the chunks are shared out by rank (gptcls.batch_shard).
     """
     from gptcls.inference import Classifier
 
@@ -73,10 +76,17 @@ def predict_file(run: Any, input_path: str | os.PathLike, output_path: str | os.
     if src_path.resolve() == out.resolve():
         raise GptclsError("the output would overwrite the input; choose another output path")
     clf = run if isinstance(run, Classifier) else Classifier.load(run, device=device)
+    dist = from_env(clf.device) if dist is None else dist
     source = open_source(src_path, format, text_column, encoding, chunk_size)
     try:
         layout = _Layout.build(source, clf.labels, clf.config.threshold, out_fmt)
-        state = _PartialState(out, _fingerprint(src_path, run, source, layout, long_text))
+        fingerprint = _fingerprint(src_path, run, source, layout, long_text)
+        if dist.active:
+            from gptcls.batch_shard import predict_sharded
+
+            return predict_sharded(clf, source, layout, out, fingerprint, dist, resume,
+                                   progress, long_text, chunk_reduce)
+        state = _PartialState(out, fingerprint)
         done = state.start(resume)
         start = time.perf_counter()
         predicted, empty = _run_chunks(clf, source, layout, state, done, progress, on_chunk,
@@ -98,22 +108,29 @@ def _run_chunks(clf: Any, source: RowSource, layout: _Layout, state: _PartialSta
     with tqdm(total=source.total, initial=done, unit="msg", desc="predict",
               disable=None if progress else True) as bar:
         for rows in _skip_rows(source.chunks(), done):
-            texts = [_text_of(row[source.text_index], source, state.rows_done + i)
-                     for i, row in enumerate(rows)]
-            keep = [i for i, t in enumerate(texts) if t.strip()]
-            probs = clf.predict_proba([texts[i] for i in keep], long_text, chunk_reduce) \
-                if keep else []
-            labels = clf.labels_from_proba(probs) if keep else []
-            results: list[tuple[str, list[float]] | None] = [None] * len(rows)
-            for j, i in enumerate(keep):
-                results[i] = (labels[j], [float(p) for p in probs[j]])
-            state.add_part(layout, [layout.row(r, res) for r, res in zip(rows, results,
-                                                                         strict=True)])
-            predicted, empty = predicted + len(keep), empty + len(rows) - len(keep)
+            out_rows, n = classify_rows(clf, source, layout, rows, state.rows_done, long_text,
+                                        chunk_reduce)
+            state.add_part(layout, out_rows)
+            predicted, empty = predicted + n, empty + len(rows) - n
             bar.update(len(rows))
             if on_chunk is not None:
                 on_chunk(state.rows_done)
     return predicted, empty
+
+
+def classify_rows(clf: Any, source: RowSource, layout: _Layout, rows: list[list[Any]],
+                  first_row: int, long_text: str, chunk_reduce: str
+                  ) -> tuple[list[list[Any]], int]:
+    """(output rows, how many had text to classify) for one chunk starting at `first_row`."""
+    texts = [_text_of(row[source.text_index], source, first_row + i)
+             for i, row in enumerate(rows)]
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    probs = clf.predict_proba([texts[i] for i in keep], long_text, chunk_reduce) if keep else []
+    labels = clf.labels_from_proba(probs) if keep else []
+    results: list[tuple[str, list[float]] | None] = [None] * len(rows)
+    for j, i in enumerate(keep):
+        results[i] = (labels[j], [float(p) for p in probs[j]])
+    return [layout.row(r, res) for r, res in zip(rows, results, strict=True)], len(keep)
 
 
 def _skip_rows(chunks: Iterable[list[Any]], n: int) -> Iterator[list[Any]]:
@@ -219,6 +236,9 @@ class _PartialState:
                               "it, or delete it to start again")
         if resume and progress.is_file():
             saved = json.loads(progress.read_text())
+            if (size := saved.get("fingerprint", {}).get("sharded_chunk_size")) is not None:
+                raise GptclsError(f"{self.dir} was started under torchrun: resume it under "
+                                  f"torchrun too (--chunk-size {size}), or delete it")
             if saved.get("fingerprint") != self.fingerprint:
                 raise GptclsError(f"cannot resume: {self.dir} was made from another input, run "
                                   "or set of options; delete it to start again")

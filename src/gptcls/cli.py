@@ -240,15 +240,22 @@ def cmd_import_book(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from gptcls.batch_predict import predict_file
+    from gptcls.device import device_for
+    from gptcls.distributed import finish, from_env, local_device
     from gptcls.inference import Classifier
 
-    clf = Classifier.load(args.run_dir, device=args.device, precision=args.precision)
+    # Under torchrun each process takes its own GPU (LOCAL_RANK) and every world-th chunk.
+    device = local_device(device_for(args.device))
+    d = from_env(device)
+    clf = Classifier.load(args.run_dir, device=str(device), precision=args.precision)
     report = predict_file(clf, args.input, args.output, format=args.format,
                           text_column=args.text_column, encoding=args.encoding,
                           chunk_size=args.chunk_size, resume=args.resume,
                           long_text=args.long_text, chunk_reduce=args.chunk_reduce,
-                          device=args.device)
-    print(report.line())
+                          device=str(device), dist=d)
+    finish(d)
+    if d.main:
+        print(report.line() + (f" by {d.world} processes" if d.active else ""))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -189,7 +189,7 @@ def options_for(settings: dict[str, Any], run_dir: Path):
 
 def validate(runs: Sequence[dict[str, Any]]) -> None:
     """Catch bad keys, unknown models and unbuildable options before anything trains."""
-    from gptcls.pipeline import DEFAULT_MODEL, check_model_name
+    from gptcls.pipeline import DEFAULT_MODEL, check_model_name, check_options
 
     if not runs:
         raise GptclsError("the grid is empty: give a config file or --set KEY=VALUES")
@@ -198,8 +198,8 @@ def validate(runs: Sequence[dict[str, Any]]) -> None:
         check_model_name(model)
     for settings in runs:
         try:
-            options_for(settings, Path("."))
-        except (TypeError, ValueError) as exc:
+            check_options(options_for(settings, Path(".")))
+        except (TypeError, ValueError, GptclsError) as exc:
             raise GptclsError(f"grid settings {settings}: {exc}") from None
 
 

@@ -112,6 +112,7 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
     With opts.train.checkpoint_every the run checkpoints as it goes; `resume` continues from
     the checkpoint in opts.out (see `resume_options`). Under torchrun every process trains
     its share and rank 0 alone writes (distributed.py)."""
+    check_options(opts)
     times: dict[str, float] = {}
     t_all = time.perf_counter()
     out = Path(opts.out)
@@ -355,6 +356,39 @@ def _metrics(opts: RunOptions, hist: dict, final: dict, reports: dict, times: di
         "pooling": opts.pooling, "device": str(device_for(opts.device)),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def check_options(opts: RunOptions) -> None:
+    """Every check that needs no data and no weights, so a bad option fails before anything
+    loads (and a grid fails before its first run trains)."""
+    from gptcls.classifier import POOLINGS, policy_blocks
+    from gptcls.models import PRESETS, preset_config
+    from gptcls.splits import BALANCE_MODES
+    from gptcls.train import EARLY_STOPPING, LR_SCHEDULES
+
+    check_model_name(opts.model)
+    t = opts.train
+    choices = [("pooling", opts.pooling, POOLINGS), ("truncate", opts.truncate, ("head", "tail")),
+               ("lr_schedule", t.lr_schedule, LR_SCHEDULES),
+               ("early_stopping", t.early_stopping or EARLY_STOPPING[0], EARLY_STOPPING),
+               ("balance", opts.data.balance, BALANCE_MODES)]
+    for name, value, valid in choices:
+        if value not in valid:
+            raise GptclsError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
+    resolve_precision(t.precision, torch.device("cpu"))
+    for name, value, least in (("epochs", t.epochs, 0), ("batch_size", t.batch_size, 1),
+                               ("grad_accum", t.grad_accum, 1)):
+        if value < least:
+            raise GptclsError(f"{name} must be at least {least}, got {value}")
+    if opts.context not in ("longest", "model"):
+        parse_context(opts.context)
+    policy, n_blocks, _ = trainable_policy(opts)  # includes the LoRA options
+    if opts.model in PRESETS:
+        n_layers = preset_config(opts.model).n_layers
+        n, least = policy_blocks(policy, n_blocks, n_layers), int(policy == "lora")
+        if not least <= n <= n_layers:  # the messages of set_trainable and apply_lora
+            what = "LoRA blocks" if policy == "lora" else "trainable blocks"
+            raise GptclsError(f"{what} must be between {least} and {n_layers}, got {n}")
 
 
 def check_model_name(model: str) -> None:
