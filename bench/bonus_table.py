@@ -10,6 +10,7 @@ approximated without a note; support is detected from the option dataclasses at 
     .venv/bin/python bench/bonus_table.py --rows 1,2,7 --quick # 1 epoch each
     .venv/bin/python bench/bonus_table.py --family gpt2        # gpt2-small..xl (hub access)
     .venv/bin/python bench/bonus_table.py --set device=cuda    # any gptcls option, every row
+    .venv/bin/python bench/bonus_table.py --full-model-epochs 1  # rows 5, 10, 11: 1 epoch
 
 Family `offline` (default) uses the default backbone (smollm2-135m-instruct-q4, from PyPI) with
 its recipe (lr 1e-4, head lr 1e-3); its rows that change the model size are unsupported (there
@@ -250,6 +251,17 @@ def row_settings(row: BookRow, family: str = "offline", valid: set[str] | None =
     return {k: v for k, v in settings.items() if v is not None}, "; ".join(n for n in notes if n)
 
 
+def fewer_epochs(settings: dict[str, Any] | None, note: str, epochs: int
+                 ) -> tuple[dict[str, Any] | None, str]:
+    """Rows with nothing frozen to cache (trainable all, LoRA on every block) get `epochs`."""
+    whole = settings is not None and (settings.get("trainable") == "all" or (
+        settings.get("trainable") == "lora" and settings.get("lora_blocks") is None))
+    if not whole:
+        return settings, note
+    extra = f"{epochs} epoch(s), not 5 (--full-model-epochs): the whole model runs every step"
+    return {**settings, "epochs": epochs}, "; ".join(n for n in (note, extra) if n)
+
+
 def parse_rows(text: str | None) -> list[int]:
     """'1,2,7' or '1-5,19' -> row numbers (all 19 when empty)."""
     if not text:
@@ -316,9 +328,15 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a gptcls option for every row where the row sets no other value "
                     "(e.g. seed=1, device=cuda); repeatable")
+    ap.add_argument("--full-model-epochs", type=int, metavar="N",
+                    help="epochs for the rows whose whole model runs every step (all blocks "
+                    "train, or LoRA on every block): hours at 5 epochs on a small CPU")
     args = ap.parse_args()
     books = [b for b in BOOK_ROWS if b.n in set(parse_rows(args.rows))]
     planned = {b.n: row_settings(b, args.family) for b in books}
+    if args.full_model_epochs is not None:
+        planned = {n: fewer_epochs(s, note, args.full_model_epochs)
+                   for n, (s, note) in planned.items()}
     extra = {"data": args.data, **({"epochs": 1} if args.quick else {}), **_sets(args.sets)}
     todo = [(b.n, {**extra, **s}) for b in books if (s := planned[b.n][0]) is not None]
     out = Path(args.out or Path(__file__).parent / "runs" / f"bonus_table-{args.family}")

@@ -248,6 +248,16 @@ def test_bonus_rows_map_to_gptcls_settings(bonus):
     assert bonus.row_settings(row[19], "gpt2", keys)[0]["pooling"] == "mean"
 
 
+def test_full_model_rows_can_run_fewer_epochs(bonus):
+    row = {r.n: r for r in bonus.BOOK_ROWS}
+    for n in (5, 10, 11):  # trainable all (pretrained, random), LoRA on every block
+        s, note = bonus.fewer_epochs(*bonus.row_settings(row[n], "offline"), 1)
+        assert s["epochs"] == 1 and "--full-model-epochs" in note
+    for n in (1, 4, 6):  # a frozen trunk to cache, or not runnable offline: unchanged
+        planned = bonus.row_settings(row[n], "offline")
+        assert bonus.fewer_epochs(*planned, 1) == planned
+
+
 def test_bonus_settings_are_valid_grid_keys_and_render(bonus):
     planned = {r.n: bonus.row_settings(r, "gpt2") for r in bonus.BOOK_ROWS}
     assert all(s is not None for s, _ in planned.values())  # every row runs on GPT-2
