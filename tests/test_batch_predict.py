@@ -146,12 +146,16 @@ def test_resume_after_interruption_gives_the_same_file(rows, clf, tmp_path, monk
     assert not (tmp_path / "out.csv.partial").exists()
 
 
-def test_resume_refuses_a_changed_input(rows, clf, tmp_path):
-    src = _write_csv(tmp_path / "in.csv", rows)
-    out = tmp_path / "out.jsonl"
+def _interrupt_after_one_chunk(clf: Classifier, src: Path, out: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         predict_file(clf, src, out, chunk_size=16, progress=False,
                      on_chunk=lambda n: (_ for _ in ()).throw(KeyboardInterrupt))
+
+
+def test_resume_refuses_a_changed_input(rows, clf, tmp_path):
+    src = _write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "out.jsonl"
+    _interrupt_after_one_chunk(clf, src, out)
     _write_csv(src, rows[:50])
     with pytest.raises(GptclsError, match="another input"):
         predict_file(clf, src, out, resume=True, progress=False)
@@ -281,9 +285,7 @@ def test_sharded_and_single_process_partials_are_not_mixed(rows, clf, tmp_path):
 
     src = _write_csv(tmp_path / "in.csv", rows)
     out = tmp_path / "out.csv"
-    with pytest.raises(KeyboardInterrupt):
-        predict_file(clf, src, out, chunk_size=16, progress=False,
-                     on_chunk=lambda n: (_ for _ in ()).throw(KeyboardInterrupt))
+    _interrupt_after_one_chunk(clf, src, out)
     _, _, state = _shard_setup(src, out, clf, 16)
     with pytest.raises(GptclsError, match="a single process started it"):
         start(state, resume=True)
