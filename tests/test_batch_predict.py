@@ -245,7 +245,7 @@ def _shard_setup(src: Path, out: Path, clf: Classifier, chunk_size: int):
 
 
 def test_ranks_share_the_chunks_and_resume_to_the_single_process_file(rows, clf, tmp_path):
-    from gptcls.batch_shard import shard_chunks, start
+    from gptcls.batch_shard import shard_chunks
     from gptcls.distributed import Dist
 
     src = _write_csv(tmp_path / "in.csv", rows)  # 121 rows: 7 chunks of 16, then 9
@@ -256,7 +256,7 @@ def test_ranks_share_the_chunks_and_resume_to_the_single_process_file(rows, clf,
     def run(rank: int, model, resume: bool = False) -> dict[str, int]:
         source, layout, state = _shard_setup(src, out, clf, 16)
         if rank == 0:
-            start(state, resume)
+            state.open_dir(resume)
         try:
             return shard_chunks(model, source, layout, state, Dist(rank, 2), False,
                                 "truncate", "mean")
@@ -281,18 +281,16 @@ def test_ranks_share_the_chunks_and_resume_to_the_single_process_file(rows, clf,
 
 
 def test_sharded_and_single_process_partials_are_not_mixed(rows, clf, tmp_path):
-    from gptcls.batch_shard import start
-
     src = _write_csv(tmp_path / "in.csv", rows)
     out = tmp_path / "out.csv"
     _interrupt_after_one_chunk(clf, src, out)
     _, _, state = _shard_setup(src, out, clf, 16)
     with pytest.raises(GptclsError, match="a single process started it"):
-        start(state, resume=True)
+        state.open_dir(resume=True)
     shutil.rmtree(tmp_path / "out.csv.partial")
-    start(state, resume=False)
+    state.open_dir(resume=False)
     _, _, other = _shard_setup(src, out, clf, 32)
     with pytest.raises(GptclsError, match="pass --chunk-size 16"):
-        start(other, resume=True)
+        other.open_dir(resume=True)
     with pytest.raises(GptclsError, match="started under torchrun"):
         predict_file(clf, src, out, chunk_size=16, resume=True, progress=False)

@@ -230,27 +230,45 @@ class _PartialState:
         self.rows_done = self.parts = 0
 
     def start(self, resume: bool) -> int:
+        """Open the directory; a resumed run continues after its recorded rows."""
+        saved = self.open_dir(resume)
+        if saved is not None:
+            self.rows_done, self.parts = int(saved["rows_done"]), int(saved["parts"])
+            for stale in self.dir.glob("part-*"):  # written after the last progress update
+                if int(stale.name.split("-")[1].split(".")[0]) >= self.parts:
+                    stale.unlink()
+        return self.rows_done
+
+    def open_dir(self, resume: bool) -> dict[str, Any] | None:
+        """The saved progress of the interrupted run being resumed, or None after creating a
+        fresh directory. Used as is by torchrun's sharded predict (batch_shard.py)."""
         progress = self.dir / PROGRESS_FILE
         if self.dir.exists() and not resume:
             raise GptclsError(f"{self.dir} holds an interrupted run: pass --resume to continue "
                               "it, or delete it to start again")
         if resume and progress.is_file():
             saved = json.loads(progress.read_text())
-            if (size := saved.get("fingerprint", {}).get("sharded_chunk_size")) is not None:
-                raise GptclsError(f"{self.dir} was started under torchrun: resume it under "
-                                  f"torchrun too (--chunk-size {size}), or delete it")
             if saved.get("fingerprint") != self.fingerprint:
-                raise GptclsError(f"cannot resume: {self.dir} was made from another input, run "
-                                  "or set of options; delete it to start again")
-            self.rows_done, self.parts = int(saved["rows_done"]), int(saved["parts"])
-            for stale in self.dir.glob("part-*"):  # written after the last progress update
-                if int(stale.name.split("-")[1].split(".")[0]) >= self.parts:
-                    stale.unlink()
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir.mkdir(parents=True)
-            self._save()
-        return self.rows_done
+                raise GptclsError(self._mismatch(saved.get("fingerprint", {})))
+            return saved
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self._save()
+        return None
+
+    def _mismatch(self, saved: dict[str, Any]) -> str:
+        size, ours = saved.get("sharded_chunk_size"), self.fingerprint.get("sharded_chunk_size")
+        if size is not None and ours is None:
+            return (f"{self.dir} was started under torchrun: resume it under torchrun too "
+                    f"(--chunk-size {size}), or delete it")
+        if size is None and ours is not None:
+            return (f"cannot resume {self.dir} under torchrun: a single process started it; "
+                    "resume it without torchrun")
+        if size != ours:
+            return f"cannot resume: {self.dir} was cut into chunks of {size} rows; " \
+                   f"pass --chunk-size {size}"
+        return (f"cannot resume: {self.dir} was made from another input, run or set of "
+                "options; delete it to start again")
 
     def part(self, i: int) -> Path:
         return self.dir / f"part-{i:06d}.data"

@@ -10,15 +10,12 @@ the fingerprint).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from gptcls.batch_predict import (
-    PROGRESS_FILE,
     PredictReport,
     _assemble,
     _Layout,
@@ -36,7 +33,7 @@ def predict_sharded(clf: Any, source: RowSource, layout: _Layout, out: Path,
                     long_text: str, chunk_reduce: str) -> PredictReport:
     """This process's share of the chunks; rank 0 assembles. Every rank gets the report."""
     state = _PartialState(out, {**fingerprint, "sharded_chunk_size": source.chunk_size})
-    _agree(d, lambda: start(state, resume))  # rank 0 checks/creates the dir; all see errors
+    _agree(d, lambda: state.open_dir(resume))  # rank 0 checks/creates it; all see errors
     begin = time.perf_counter()
     mine = shard_chunks(clf, source, layout, state, d, progress, long_text, chunk_reduce)
     totals = _sum_over_ranks(mine, d)
@@ -44,30 +41,6 @@ def predict_sharded(clf: Any, source: RowSource, layout: _Layout, out: Path,
     _agree(d, lambda: _assemble(state, layout, out))
     return PredictReport(str(out), totals["rows"], totals["predicted"], totals["empty"],
                          totals["resumed"], time.perf_counter() - begin)
-
-
-def start(state: _PartialState, resume: bool) -> None:
-    """Create OUTPUT.partial/, or check the one a resumed run finds there."""
-    progress = state.dir / PROGRESS_FILE
-    if state.dir.exists() and not resume:
-        raise GptclsError(f"{state.dir} holds an interrupted run: pass --resume to continue "
-                          "it, or delete it to start again")
-    if resume and progress.is_file():
-        saved = json.loads(progress.read_text()).get("fingerprint", {})
-        if saved == state.fingerprint:
-            return
-        size = saved.get("sharded_chunk_size")
-        if size is None:
-            raise GptclsError(f"cannot resume {state.dir} under torchrun: a single process "
-                              "started it; resume it without torchrun")
-        if size != state.fingerprint["sharded_chunk_size"]:
-            raise GptclsError(f"cannot resume: {state.dir} was cut into chunks of {size} "
-                              f"rows; pass --chunk-size {size}")
-        raise GptclsError(f"cannot resume: {state.dir} was made from another input, run or "
-                          "set of options; delete it to start again")
-    shutil.rmtree(state.dir, ignore_errors=True)
-    state.dir.mkdir(parents=True)
-    state._save()
 
 
 def shard_chunks(clf: Any, source: RowSource, layout: _Layout, state: _PartialState, d: Dist,
