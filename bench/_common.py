@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from gptcls import data as gdata
-from gptcls.tokenizers import Tokenizer
+from gptcls.data import sms as gdata
+from gptcls.models.tokenizers import Tokenizer
 
 # The UCI file, beside the repository: <repo>/../shared/data/sms_spam_collection/SMSSpamCollection
 DEFAULT_DATA = (Path(__file__).resolve().parents[2]

@@ -1,8 +1,8 @@
 """The book's bonus table (chapter 6, "additional experiments"), rerun with `gptcls grid`.
 
 Each of the table's 19 rows changes one setting of the chapter's recipe (row 1). This script
-maps every row to gptcls options, trains the rows it can express through gptcls.grid (each an
-ordinary run directory, resumable), and prints our accuracies beside the book's. Rows needing an
+maps every row to gptcls options, trains the rows it can express through gptcls.training.grid
+(each an ordinary run directory, resumable), and prints our accuracies beside the book's. Rows needing an
 option gptcls does not have yet are printed as "not yet supported", never silently dropped or
 approximated without a note; support is detected from the option dataclasses at runtime.
 
@@ -217,9 +217,9 @@ def row_settings(row: BookRow, family: str = "offline", valid: set[str] | None =
 
     Row 1 is the chapter: pad to the longest training text and read the last position
     (pooling 'last-position'), last block + final norm trainable; other options are the model
-    family's recipe (gptcls.pipeline.RECIPES).
+    family's recipe (gptcls.training.pipeline.RECIPES).
     """
-    from gptcls.grid import valid_keys
+    from gptcls.training.grid import valid_keys
 
     valid = valid_keys() if valid is None else valid
     try:
@@ -307,7 +307,7 @@ def comparison_table(books: list[BookRow], planned: dict[int, tuple[dict | None,
 
 
 def _sets(items: list[str]) -> dict[str, Any]:
-    from gptcls.grid import parse_set
+    from gptcls.training.grid import parse_set
 
     values = parse_set(items)
     many = [k for k, v in values.items() if len(v) != 1]
@@ -317,7 +317,7 @@ def _sets(items: list[str]) -> dict[str, Any]:
 
 
 def main() -> None:
-    from gptcls import grid
+    from gptcls.training import grid
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", help="rows to run, e.g. 1,2,7 or 1-5 (default: all 19)")

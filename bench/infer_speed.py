@@ -17,7 +17,8 @@ Contenders (one process, one after another; each gets a warm-up call on 8 texts 
 timed; tokenization is inside every timing):
 
   gptcls         Classifier.predict_proba on all texts (batched, sorted by length), gpt2-small.
-                 Random weights unless --run: built with gptcls.weights.load_checkpoint, saved
+                 Random weights unless --run: built with
+                 gptcls.models.weights.pretrained.load_checkpoint, saved
                  with save_run and loaded back with Classifier.load, as a user would.
   gptcls-bf16    the same model with Classifier(precision="bf16"): matrix products in bf16
                  (native on AVX512-BF16/AMX CPUs); reports the largest probability change.
@@ -58,8 +59,8 @@ from _common import (
     pad_collate,
 )
 
-from gptcls import data as gdata
-from gptcls.tokenizers import gpt2_tokenizer
+from gptcls.data import sms as gdata
+from gptcls.models.tokenizers import gpt2_tokenizer
 
 CONTENDERS = ("gptcls", "gptcls-bf16", "gptcls-int8", "chapter", "hf", "smollm")
 TITLES = {"gptcls": "gptcls gpt2-small fp32", "gptcls-bf16": "gptcls gpt2-small --precision bf16",
@@ -132,11 +133,11 @@ def timed(predict: Callable[[list[str]], object], texts: list[str]) -> tuple[obj
 def build_gptcls(model_name: str, data: Path, max_length: int | None, tmp: Path):
     """A gptcls classifier with an untrained head, written as a run directory and loaded back.
     gpt2 presets get random weights; others (smollm2) their pretrained ones."""
-    from gptcls.classifier import ClassifierConfig, ClassifierModel, save_run
-    from gptcls.inference import Classifier
+    from gptcls.classifier.classifier import Classifier
+    from gptcls.classifier.model import ClassifierConfig, ClassifierModel, save_run
     from gptcls.models import build_backbone
-    from gptcls.pipeline import recipe_for
-    from gptcls.weights import load_checkpoint
+    from gptcls.models.weights.pretrained import load_checkpoint
+    from gptcls.training.pipeline import recipe_for
 
     weights = "random" if model_name.startswith("gpt2") else "pretrained"
     ckpt = load_checkpoint(model_name, weights, seed=SEED)
@@ -164,7 +165,7 @@ def build_gptcls(model_name: str, data: Path, max_length: int | None, tmp: Path)
 
 
 def load_classifier(args: argparse.Namespace, max_length: int, tmp: Path):
-    from gptcls.inference import Classifier
+    from gptcls.classifier.classifier import Classifier
 
     t0 = time.perf_counter()
     clf = Classifier.load(args.run) if args.run else build_gptcls("gpt2-small", args.data,
@@ -185,7 +186,7 @@ def compare(out: dict, fp32: dict | None) -> dict:
 
 
 def run_bf16(clf, texts: list[str], fp32: dict | None) -> dict:
-    from gptcls.inference import Classifier
+    from gptcls.classifier.classifier import Classifier
 
     bclf = Classifier(clf.config, clf.model, clf.tokenizer, device=str(clf.device),
                       precision="bf16")
@@ -194,7 +195,7 @@ def run_bf16(clf, texts: list[str], fp32: dict | None) -> dict:
 
 
 def run_int8(clf, texts: list[str], fp32: dict | None) -> dict:
-    from gptcls.inference import Classifier
+    from gptcls.classifier.classifier import Classifier
 
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
         warnings.simplefilter("ignore")
@@ -240,7 +241,7 @@ def run_hf(texts: list[str], max_length: int, batch_size: int) -> dict:
 
 
 def run_smollm(texts: list[str], data: Path, tmp: Path) -> dict:
-    from gptcls.pipeline import DEFAULT_MODEL
+    from gptcls.training.pipeline import DEFAULT_MODEL
 
     t0 = time.perf_counter()
     clf = build_gptcls(DEFAULT_MODEL, data, None, tmp)

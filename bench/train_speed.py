@@ -12,7 +12,8 @@ Run (all three contenders, 5 epochs: about 45 minutes on 2 CPU cores):
 Contenders, one after another, each in its own subprocess (`--only NAME --json FILE`, run by
 this script) so that peak memory is per contender:
 
-  gptcls  gptcls.pipeline.run_training with the gpt2-small preset and its chapter recipe, every
+  gptcls  gptcls.training.pipeline.run_training with the gpt2-small preset and its chapter
+  recipe, every
           default on: the frozen trunk runs once per distinct text, in bf16 where the CPU has
           native bf16 (precision "auto"; metrics.json says which).
   gptcls-fp32  the same with precision "fp32": the exact path.
@@ -25,7 +26,7 @@ All three: gpt2-small shape with RANDOM weights (timing does not depend on the v
 block + final norm + a new 2-class head trainable, AdamW lr 5e-5 weight decay 0.1, batch 8,
 5 epochs (--quick: 1), a loss evaluation every 50 steps on 5 batches, accuracy on 5 batches
 after each epoch, then accuracy on the full train/validation/test sets. The splits (balanced,
-70/10/20, seed 123) are written once with gptcls.data into WORKDIR/splits (and, in the
+70/10/20, seed 123) are written once with gptcls.data.sms into WORKDIR/splits (and, in the
 chapter's Label/Text format, WORKDIR/book); every contender trains on exactly those examples.
 All use tiktoken's GPT-2 encoding as gptcls builds it offline (tiktoken.get_encoding("gpt2")
 would download its files). Results: a markdown table on stdout and WORKDIR/results.json.
@@ -57,8 +58,8 @@ from _common import (  # noqa: E402
     pad_collate,
 )
 
-from gptcls import data as gdata  # noqa: E402
-from gptcls.tokenizers import gpt2_tokenizer  # noqa: E402
+from gptcls.data import sms as gdata  # noqa: E402
+from gptcls.models.tokenizers import gpt2_tokenizer  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 SPLITS = gdata.SPLIT_NAMES  # ("train", "validation", "test")
@@ -96,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def prepare_data(args: argparse.Namespace, work: Path) -> dict:
-    """Split once with gptcls.data: gptcls CSVs in work/splits, the chapter's in work/book."""
+    """Split once with gptcls.data.sms: gptcls CSVs in work/splits, the chapter's in work/book."""
     source = args.data
     if args.limit:
         source = write_subset(args.data, work / "SMSSpamCollection.subset", args.limit)
@@ -143,7 +144,7 @@ def split_examples(work: Path) -> dict[str, list[gdata.Example]]:
 
 
 def run_gptcls(args: argparse.Namespace, work: Path, precision: str = "auto") -> dict:
-    from gptcls.pipeline import options_with_recipe, run_training
+    from gptcls.training.pipeline import options_with_recipe, run_training
 
     out = work / f"gptcls_run_{precision}"
     t0 = time.perf_counter()
@@ -166,7 +167,7 @@ def gptcls_data_args(work: Path) -> dict:
     otherwise the source file, which gptcls splits with the same seed. Either way
     check_same_splits verifies that gptcls trained on exactly the shared splits."""
     try:
-        from gptcls.splits import DataOptions
+        from gptcls.data.splits import DataOptions
     except ImportError:
         DataOptions = None  # noqa: N806
     if DataOptions is not None and "train" in {f.name for f in dataclasses.fields(DataOptions)}:

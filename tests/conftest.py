@@ -3,8 +3,7 @@
 from pathlib import Path
 
 import pytest
-
-SMS_PATH = Path(__file__).resolve().parents[2] / "shared/data/sms_spam_collection/SMSSpamCollection"
+from helpers import SMS_PATH
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +17,7 @@ def sms_path() -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(sms_path, tmp_path_factory) -> Path:
     """A gpt2-tiny classifier trained for 2 epochs on the real SMS data through the CLI."""
-    from gptcls.cli import main
+    from gptcls.cli.main import main
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     rc = main(["train", "--model", "gpt2-tiny", "--weights", "random", "--data", str(sms_path),

@@ -1,5 +1,5 @@
 import sys
 
-from gptcls.cli import main
+from gptcls.cli.main import main
 
 sys.exit(main())

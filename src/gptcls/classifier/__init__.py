@@ -1,0 +1,1 @@
+"""The classifier: backbone + pooling + head, run directories, the Classifier predictor."""

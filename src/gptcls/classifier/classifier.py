@@ -1,0 +1,190 @@
+"""The user-facing Python API: load a run directory, classify texts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gptcls.classifier.model import (
+    ClassifierConfig,
+    ClassifierModel,
+    encode_texts,
+    load_run,
+    pad_batch,
+    save_run,
+)
+from gptcls.errors import GptclsError
+from gptcls.models.tokenizers import Tokenizer
+from gptcls.training.loop import PRECISIONS, autocast, device_for, length_batches, unique_sequences
+
+
+class Classifier:
+    """A trained classifier with exactly its training preprocessing.
+
+    >>> clf = Classifier.load("runs/sms")
+    >>> clf.predict(["You won a prize! Call now", "See you at lunch?"])
+    ['spam', 'ham']
+    """
+
+    def __init__(self, config: ClassifierConfig, model: ClassifierModel, tokenizer: Tokenizer,
+                 device: str = "auto", precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise GptclsError(f"unknown precision {precision!r}; choose one of: "
+                              f"{', '.join(PRECISIONS)}")
+        self.config, self.tokenizer, self.precision = config, tokenizer, precision
+        self.device = device_for(device)
+        self.model = model.to(self.device).eval()
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto", precision: str = "fp32"
+             ) -> Classifier:
+        """precision="bf16": matrix products in bf16 on CPU (faster where the CPU has
+        AVX512-BF16 or AMX; probabilities move by about 1e-3)."""
+        config, model, tokenizer = load_run(Path(run_dir))
+        return cls(config, model, tokenizer, device, precision)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.config.labels)
+
+    def save(self, run_dir: str | Path) -> None:
+        save_run(Path(run_dir), self.config, self.model.cpu(), self.tokenizer)
+        self.model.to(self.device)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids exactly as in training (truncation, pooling padding)."""
+        _check_texts(texts)
+        c = self.config
+        return encode_texts(self.tokenizer, texts, c.max_length, c.pooling, c.truncate)
+
+    def predict_proba(self, texts: Sequence[str], long_text: str = "truncate",
+                      chunk_reduce: str = "mean") -> np.ndarray:
+        """(N, num_classes) probabilities, in input order.
+
+        long_text="chunk": a text longer than max_length is cut into half-overlapping windows
+        whose probabilities are averaged (chunk_reduce="mean") or max-pooled per class ("max").
+        """
+        if long_text == "truncate":
+            return self._run(self.encode(texts))
+        if long_text != "chunk" or chunk_reduce not in ("mean", "max"):
+            raise GptclsError(f"unknown long-text mode {long_text!r}/{chunk_reduce!r}")
+        _check_texts(texts)
+        windows, owner = [], []
+        for i, seq in enumerate(self.tokenizer.encode_batch(list(texts))):
+            for w in _windows(seq, self.config.max_length):
+                windows.append(w)
+                owner.append(i)
+        if self.config.pooling == "last-position":
+            pad = self.tokenizer.pad_id
+            windows = [w + [pad] * (self.config.max_length - len(w)) for w in windows]
+        probs, index = self._run(windows), np.array(owner)
+        out = np.zeros((len(texts), probs.shape[1]), dtype=np.float32)
+        if chunk_reduce == "mean":
+            np.add.at(out, index, probs)
+            return out / np.bincount(index, minlength=len(texts))[:, None]
+        np.maximum.at(out, index, probs)
+        return out / out.sum(1, keepdims=True)
+
+    @torch.inference_mode()
+    def _run(self, ids: list[list[int]], batch_tokens: int = 4096, max_batch: int = 128
+             ) -> np.ndarray:
+        """Each distinct text runs once, sorted by length so batches hold little padding;
+        probabilities come back in input order."""
+        first, owner = unique_sequences(ids)
+        probs = np.zeros((len(first), len(self.labels)), dtype=np.float32)
+        for chunk in length_batches([len(ids[i]) for i in first], batch_tokens, max_batch):
+            x, lengths = pad_batch([torch.tensor(ids[first[j]]) for j in chunk])
+            with autocast(self.device, self.precision):
+                logits = self.model(x.to(self.device), lengths.to(self.device)).float()
+            probs[chunk] = torch.softmax(logits, -1).cpu().numpy()
+        return probs[owner]
+
+    def evaluate(self, path: str | Path, long_text: str = "truncate", chunk_reduce: str = "mean",
+                 **read_options) -> dict:
+        """Score a labelled file (any format read_labelled takes): the metrics report dict."""
+        from gptcls.data.labelled import read_labelled
+        from gptcls.data.sms import label_mapping
+        from gptcls.evaluation.metrics import classification_report
+
+        examples, _report = read_labelled(path, **read_options)
+        unknown = sorted({e.label for e in examples} - set(self.labels))
+        if unknown:
+            raise GptclsError(f"labels the run does not know: {unknown[:10]}; it knows "
+                              f"{self.labels}")
+        label_mapping(examples, order=self.labels)
+        probs = self.predict_proba([e.text for e in examples], long_text, chunk_reduce)
+        y = [self.labels.index(e.label) for e in examples]
+        return classification_report(y, probs, self.labels, self.config.threshold)
+
+    def labels_from_proba(self, probs: np.ndarray) -> list[str]:
+        t = self.config.threshold
+        if t is not None and len(self.labels) == 2:
+            return [self.labels[int(p[1] >= t)] for p in probs]
+        return [self.labels[int(i)] for i in probs.argmax(-1)]
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        return self.labels_from_proba(self.predict_proba(texts))
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    if isinstance(texts, str):
+        raise GptclsError("pass a list of texts, not a single string")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise GptclsError(f"text {i + 1} is empty; nothing to classify")
+
+
+def _windows(seq: list[int], size: int) -> list[list[int]]:
+    """Half-overlapping windows of `size` tokens covering `seq`; the last one ends at its end."""
+    if len(seq) <= size:
+        return [seq]
+    stride = max(1, size // 2)
+    starts = list(range(0, len(seq) - size, stride)) + [len(seq) - size]
+    return [seq[s:s + size] for s in starts]
+
+
+def import_book_state_dict(pth: str | Path, out_dir: str | Path,
+                           labels: Sequence[str] = ("ham", "spam"), max_length: int = 120,
+                           n_heads: int | None = None) -> Classifier:
+    """Turn the chapter's `review_classifier.pth` (a GPTModel state_dict) into a run directory.
+
+    Loaded with torch.load(weights_only=True): no arbitrary pickle code runs. The chapter pads
+    every text to max_length and reads the last position, so that pooling is kept.
+    """
+    from gptcls.models import build_backbone
+    from gptcls.models.tokenizers import gpt2_tokenizer
+    from gptcls.models.weights.pretrained import convert_book_state_dict
+
+    path = Path(pth)
+    if not path.is_file():
+        raise GptclsError(f"state dict not found: {path}")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for non-checkpoint files
+        raise GptclsError(f"{path} is not a PyTorch state dict: {str(exc).splitlines()[0]}"
+                          ) from None
+    mconfig, backbone_sd, head_sd = convert_book_state_dict(sd, n_heads)
+    if not head_sd:
+        raise GptclsError(f"{path} holds a language model (chapter 5), not a classifier")
+    if head_sd["weight"].shape[0] != len(labels):
+        raise GptclsError(f"the head has {head_sd['weight'].shape[0]} outputs but "
+                          f"{len(labels)} labels were given")
+    model = ClassifierModel(build_backbone(mconfig), len(labels), "last-position")
+    model.backbone.load_state_dict(backbone_sd, strict=False)
+    model.backbone.tie_weights()
+    model.head.weight.data.copy_(head_sd["weight"])
+    if "bias" in head_sd:
+        model.head.bias.data.copy_(head_sd["bias"])
+    else:
+        model.head.bias.data.zero_()
+    model.set_trainable(1)
+    tok = gpt2_tokenizer()
+    config = ClassifierConfig(model=mconfig, labels=list(labels), max_length=max_length,
+                              tokenizer=tok.spec(), pooling="last-position",
+                              backbone={"model": "book-state-dict", "source": str(path)})
+    clf = Classifier(config, model, tok, device="cpu")
+    clf.save(out_dir)
+    return clf

@@ -1,0 +1,299 @@
+"""Command line: parse, call the library, print. Errors become one line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gptcls.cli.train import _add_data_options, _add_train, cmd_train
+from gptcls.errors import GptclsError
+
+EXAMPLES = [
+    "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
+    "Hey, just wanted to check if we're still on for dinner tonight? Let me know!",
+]
+
+
+def _add_long_text(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate",
+                   help="texts longer than max_length: truncate (default) or average over "
+                   "overlapping windows")
+    p.add_argument("--chunk-reduce", choices=("mean", "max"), default="mean")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a run directory on any labelled file")
+    p.add_argument("run_dir")
+    _add_data_options(p, training=False)
+    _add_long_text(p)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
+    p.add_argument("--out", help="write the report as JSON here")
+
+
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="label texts with a trained run directory")
+    p.add_argument("run_dir")
+    p.add_argument("texts", nargs="*", help="texts; '-' reads one text per line from stdin")
+    p.add_argument("--file", help="read one text per line from this file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
+    p.add_argument("--onnx", metavar="PATH",
+                   help="run this ONNX export of the run with onnxruntime instead of PyTorch")
+    _add_long_text(p)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from gptcls.data.labelled import FORMATS
+
+    p = sub.add_parser("predict", help="label every row of a CSV, TSV, JSONL or Parquet file")
+    p.add_argument("run_dir")
+    p.add_argument("input", help="file to label; a label column in it is kept, not needed")
+    p.add_argument("output", help="where to write: .csv, .tsv, .jsonl or .parquet (the input "
+                   "columns plus label, prob_<label> per class and threshold)")
+    p.add_argument("--format", choices=FORMATS, help="input format (default: from the extension)")
+    p.add_argument("--text-column", help="column holding the text (default: detected)")
+    p.add_argument("--encoding", default="utf-8", help="text encoding, e.g. latin-1")
+    p.add_argument("--chunk-size", type=int, default=1024, help="rows read and written at a time")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUTPUT.partial/")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
+    _add_long_text(p)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a run directory: JSON API, web page and docs")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
+    p.add_argument("--max-batch", type=int, default=64, help="texts per model call")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a request waits for others to share its model call")
+    p.add_argument("--max-texts", type=int, default=256, help="texts per request")
+    p.add_argument("--max-chars", type=int, default=10000, help="characters per text")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a run as a transformers model or an ONNX graph")
+    p.add_argument("run_dir")
+    p.add_argument("out", help="hf: a directory; onnx: a .onnx file")
+    p.add_argument("--format", choices=("hf", "onnx"), required=True)
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="continue a prompt with a backbone (sanity check)")
+    p.add_argument("prompt")
+    p.add_argument("--model", default="gpt2-small")
+    p.add_argument("--weights", default="pretrained")
+    p.add_argument("--cache")
+    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--seed", type=int, default=123)
+
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="fold a run's LoRA adapters into its weights")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="write the merged run here (default: in place)")
+
+
+def _add_grid(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("grid", help="train every combination of some settings; tabulate them")
+    p.add_argument("config", nargs="?", help="YAML file: base: {option: value}, grid: "
+                   "{option: [values]}, out: DIR")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=A,B,C",
+                   help="vary a train option over these values (repeatable; quote a value to "
+                   "keep it text)")
+    p.add_argument("--out", help="grid directory (default: the config's out, or runs/grid)")
+    p.add_argument("--data", help="labelled file for every run (default: the config's)")
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import-book", help="turn the chapter's review_classifier.pth into a run")
+    p.add_argument("pth")
+    p.add_argument("out")
+    p.add_argument("--labels", default="ham,spam")
+    p.add_argument("--max-length", type=int, default=120,
+                   help="the chapter's padded length (120 with its data loading)")
+    p.add_argument("--n-heads", type=int, help="attention heads, for widths that are no GPT-2 size")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gptcls import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="gptcls", description="Fine-tune pretrained GPT-style language models into text "
+        "classifiers, then classify, evaluate, serve and export them.")
+    parser.add_argument("--version", action="version", version=f"gptcls {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_classify, _add_evaluate, _add_generate, _add_import,
+                _add_predict, _add_serve, _add_export, _add_merge, _add_grid):
+        add(sub)
+    return parser
+
+
+def _print_predictions(clf, texts: list[str], long_text: str = "truncate",
+                       chunk_reduce: str = "mean") -> None:
+    probs = clf.predict_proba(texts, long_text=long_text, chunk_reduce=chunk_reduce)
+    for text, label, p in zip(texts, clf.labels_from_proba(probs), probs, strict=True):
+        print(f"{label}\t{p[clf.labels.index(label)]:.4f}\t{text}")
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    texts = [t for t in args.texts if t != "-"]
+    if "-" in args.texts:
+        texts += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise GptclsError(f"file not found: {path}")
+        texts += [line.rstrip("\n") for line in path.read_text().splitlines() if line.strip()]
+    if not texts:
+        raise GptclsError("no texts to classify: give them as arguments, --file, or '-' for stdin")
+    return texts
+
+
+def cmd_classify(args: argparse.Namespace) -> None:
+    from gptcls.classifier.classifier import Classifier
+
+    texts = _read_texts(args)
+    if args.onnx:
+        from gptcls.serving.export import OnnxClassifier
+
+        clf = OnnxClassifier.from_run(args.run_dir, args.onnx)
+    else:
+        clf = Classifier.load(args.run_dir, device=args.device, precision=args.precision)
+    _print_predictions(clf, texts, args.long_text, args.chunk_reduce)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from gptcls.classifier.classifier import Classifier
+    from gptcls.evaluation.metrics import format_report
+
+    clf = Classifier.load(args.run_dir, device=args.device, precision=args.precision)
+    report = clf.evaluate(args.data, format=args.format, text_column=args.text_column,
+                          label_column=args.label_column, encoding=args.encoding,
+                          strict=args.strict, normalize_labels=args.normalize_labels,
+                          long_text=args.long_text, chunk_reduce=args.chunk_reduce)
+    print(format_report(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from gptcls.models import build_backbone
+    from gptcls.models.generate import generate
+    from gptcls.models.weights.pretrained import load_checkpoint
+
+    ckpt = load_checkpoint(args.model, args.weights, cache=args.cache, seed=args.seed)
+    model = build_backbone(ckpt.config)
+    model.load_state_dict(ckpt.state_dict, strict=False)
+    model.tie_weights()
+    model.eval()
+    idx = torch.tensor([ckpt.tokenizer.encode(args.prompt)])
+    if idx.shape[1] == 0:
+        raise GptclsError("the prompt is empty")
+    gen = torch.Generator().manual_seed(args.seed)
+    out = generate(model, idx, args.max_new_tokens, args.temperature, args.top_k,
+                   eos_id=ckpt.tokenizer.eot_id, generator=gen)
+    print(ckpt.tokenizer.decode(out[0].tolist()))
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from gptcls.models.lora import merge_run
+
+    print(f"merged LoRA adapters into {merge_run(args.run_dir, args.out)}")
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    from gptcls.training.grid import build_spec, run_grid
+
+    spec = build_spec(args.config, args.sets, args.data)
+    out = args.out or spec.out or "runs/grid"
+    rows = run_grid(spec, out)
+    print((Path(out) / "grid.md").read_text(), end="")
+    failed = sum(r["status"] == "failed" for r in rows)
+    print(f"{len(rows)} runs ({failed} failed); tables and plot: {Path(out) / 'grid'}.md/.csv/.png")
+
+
+def cmd_import_book(args: argparse.Namespace) -> None:
+    from gptcls.classifier.classifier import import_book_state_dict
+
+    labels = [s.strip() for s in args.labels.split(",") if s.strip()]
+    import_book_state_dict(args.pth, args.out, labels, args.max_length, args.n_heads)
+    print(f"wrote run directory {args.out}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from gptcls.classifier.classifier import Classifier
+    from gptcls.device import device_for
+    from gptcls.distributed import finish, from_env, local_device
+    from gptcls.serving.predict import predict_file
+
+    # Under torchrun each process takes its own GPU (LOCAL_RANK) and every world-th chunk.
+    device = local_device(device_for(args.device))
+    d = from_env(device)
+    clf = Classifier.load(args.run_dir, device=str(device), precision=args.precision)
+    report = predict_file(clf, args.input, args.output, format=args.format,
+                          text_column=args.text_column, encoding=args.encoding,
+                          chunk_size=args.chunk_size, resume=args.resume,
+                          long_text=args.long_text, chunk_reduce=args.chunk_reduce,
+                          device=str(device), dist=d)
+    finish(d)
+    if d.main:
+        print(report.line() + (f" by {d.world} processes" if d.active else ""))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from gptcls.serving.server import serve
+
+    serve(args.run_dir, precision=args.precision, host=args.host, port=args.port,
+          device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+          max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from gptcls.serving.export import export_hf, export_onnx
+
+    path = (export_hf if args.format == "hf" else export_onnx)(args.run_dir, args.out)
+    print(f"wrote {path}")
+
+
+COMMANDS = {"train": cmd_train, "classify": cmd_classify, "evaluate": cmd_evaluate,
+            "generate": cmd_generate,
+            "import-book": cmd_import_book, "predict": cmd_predict, "serve": cmd_serve,
+            "export": cmd_export, "merge": cmd_merge, "grid": cmd_grid}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from gptcls.training.loop import configure_threads
+
+        configure_threads()
+        COMMANDS[args.command](args)
+    except GptclsError as exc:
+        print(f"gptcls: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gptcls: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Labelled data: readers, the labelled-data pass, splits, the SMS download."""

@@ -1,0 +1,1 @@
+"""Metrics (one definition each) and plots."""

@@ -1,0 +1,1 @@
+"""Pretrained weights, one converter per source."""

@@ -1,0 +1,1 @@
+"""File prediction, the HTTP server and exports."""

@@ -1,0 +1,1 @@
+"""Training: orchestration, the loop, trunk cache, resume checkpoints, grids."""

