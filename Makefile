@@ -25,7 +25,9 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(VENV)/bin/gptcls train $(DATA_FLAG) --out $(OUT)
 
+# The browser test drives Debian's Chromium: installed here when missing (the same script CI uses).
 test: install-dev
+	bash scripts/install-test-deps.sh
 	$(PY) -m pytest -q
 
 # Benchmarks print tables (accuracy, training and inference speed against the book's code and

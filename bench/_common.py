@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
+from gptcls.data import partition
 from gptcls.data import sms as gdata
-from gptcls.models.tokenizers import Tokenizer
+from gptcls.models.tokenizers.base import Tokenizer
 
 # The UCI file, beside the repository: <repo>/../shared/data/sms_spam_collection/SMSSpamCollection
 DEFAULT_DATA = (Path(__file__).resolve().parents[2]
@@ -77,6 +78,6 @@ def pad_collate(batch: list[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor
 def chapter_max_length(data: Path, tokenizer: Tokenizer) -> int:
     """The chapter's max_length: the longest text (in tokens) of the balanced 70% training
     split (seed 123), which is also what gptcls's run_training uses."""
-    examples = gdata.balance_undersample(gdata.read_sms_file(data), seed=SEED)
-    train = gdata.random_split(examples, seed=SEED)[0]
+    examples = partition.balance_undersample(gdata.read_sms_file(data), seed=SEED)
+    train = partition.random_split(examples, seed=SEED)[0]
     return max(len(ids) for ids in tokenizer.encode_batch([ex.text for ex in train]))

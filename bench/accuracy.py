@@ -29,7 +29,7 @@ def tfidf_baseline(run_dir: Path) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from gptcls.data.sms import read_split_csv
+    from gptcls.data.splits import read_split_csv
 
     train, test = (read_split_csv(run_dir / f"{n}.csv") for n in ("train", "test"))
     t0 = time.perf_counter()
@@ -43,12 +43,8 @@ def tfidf_baseline(run_dir: Path) -> dict:
 
 
 def main() -> None:
-    from gptcls.training.pipeline import (
-        DEFAULT_MODEL,
-        options_with_recipe,
-        recipe_for,
-        run_training,
-    )
+    from gptcls.options import DEFAULT_MODEL, options_with_recipe, recipe_for
+    from gptcls.training.pipeline import run_training
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))

@@ -2,9 +2,10 @@
 
 Each of the table's 19 rows changes one setting of the chapter's recipe (row 1). This script
 maps every row to gptcls options, trains the rows it can express through gptcls.training.grid
-(each an ordinary run directory, resumable), and prints our accuracies beside the book's. Rows needing an
-option gptcls does not have yet are printed as "not yet supported", never silently dropped or
-approximated without a note; support is detected from the option dataclasses at runtime.
+(each an ordinary run directory, resumable), and prints our accuracies beside the book's. Rows
+needing an option gptcls does not have yet are printed as "not yet supported", never silently
+dropped or approximated without a note; support is detected from the option schema
+(gptcls.options.OPTIONS, through the grid's valid keys) at runtime.
 
     .venv/bin/python bench/bonus_table.py                      # offline backbone, all 19 rows
     .venv/bin/python bench/bonus_table.py --rows 1,2,7 --quick # 1 epoch each
@@ -217,7 +218,7 @@ def row_settings(row: BookRow, family: str = "offline", valid: set[str] | None =
 
     Row 1 is the chapter: pad to the longest training text and read the last position
     (pooling 'last-position'), last block + final norm trainable; other options are the model
-    family's recipe (gptcls.training.pipeline.RECIPES).
+    family's recipe (gptcls.options.RECIPES).
     """
     from gptcls.training.grid import valid_keys
 

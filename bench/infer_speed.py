@@ -18,7 +18,7 @@ timed; tokenization is inside every timing):
 
   gptcls         Classifier.predict_proba on all texts (batched, sorted by length), gpt2-small.
                  Random weights unless --run: built with
-                 gptcls.models.weights.pretrained.load_checkpoint, saved
+                 gptcls.models.weights.pretrained.load_pretrained, saved
                  with save_run and loaded back with Classifier.load, as a user would.
   gptcls-bf16    the same model with Classifier(precision="bf16"): matrix products in bf16
                  (native on AVX512-BF16/AMX CPUs); reports the largest probability change.
@@ -60,7 +60,7 @@ from _common import (
 )
 
 from gptcls.data import sms as gdata
-from gptcls.models.tokenizers import gpt2_tokenizer
+from gptcls.models.tokenizers.gpt2 import gpt2_tokenizer
 
 CONTENDERS = ("gptcls", "gptcls-bf16", "gptcls-int8", "chapter", "hf", "smollm")
 TITLES = {"gptcls": "gptcls gpt2-small fp32", "gptcls-bf16": "gptcls gpt2-small --precision bf16",
@@ -134,33 +134,35 @@ def build_gptcls(model_name: str, data: Path, max_length: int | None, tmp: Path)
     """A gptcls classifier with an untrained head, written as a run directory and loaded back.
     gpt2 presets get random weights; others (smollm2) their pretrained ones."""
     from gptcls.classifier.classifier import Classifier
-    from gptcls.classifier.model import ClassifierConfig, ClassifierModel, save_run
+    from gptcls.classifier.config import ClassifierConfig
+    from gptcls.classifier.model import ClassifierModel
+    from gptcls.classifier.run_dir import save_run
     from gptcls.models import build_backbone
-    from gptcls.models.weights.pretrained import load_checkpoint
-    from gptcls.training.pipeline import recipe_for
+    from gptcls.models.weights.pretrained import load_pretrained
+    from gptcls.options import recipe_for
 
     weights = "random" if model_name.startswith("gpt2") else "pretrained"
-    ckpt = load_checkpoint(model_name, weights, seed=SEED)
+    loaded = load_pretrained(model_name, weights, seed=SEED)
     torch.manual_seed(SEED)
-    backbone = build_backbone(ckpt.config)
-    sd = ckpt.state_dict
-    if ckpt.config.tie_embeddings and "out_head.weight" not in sd:
+    backbone = build_backbone(loaded.config)
+    sd = loaded.state_dict
+    if loaded.config.tie_embeddings and "out_head.weight" not in sd:
         sd = {**sd, "out_head.weight": sd["tok_emb.weight"]}
     backbone.load_state_dict(sd, strict=True)
     model = ClassifierModel(backbone, 2, "last")
     trainable = recipe_for(model_name)["trainable_blocks"]
     model.set_trainable(trainable)
     if max_length is None:
-        max_length = min(chapter_max_length(data, ckpt.tokenizer),
-                         ckpt.config.context_length)
-    config = ClassifierConfig(model=ckpt.config, labels=list(gdata.SMS_LABELS),
+        max_length = min(chapter_max_length(data, loaded.tokenizer),
+                         loaded.config.context_length)
+    config = ClassifierConfig(model=loaded.config, labels=list(gdata.SMS_LABELS),
                               max_length=max_length, tokenizer={}, pooling="last",
                               trainable_blocks=trainable,
                               backbone={"model": model_name, "weights": weights,
-                                        "source": ckpt.source})
+                                        "source": loaded.source})
     run_dir = tmp / model_name
-    save_run(run_dir, config, model, ckpt.tokenizer)
-    del model, backbone, ckpt, sd
+    save_run(run_dir, config, model, loaded.tokenizer)
+    del model, backbone, loaded, sd
     return Classifier.load(run_dir)
 
 
@@ -241,7 +243,7 @@ def run_hf(texts: list[str], max_length: int, batch_size: int) -> dict:
 
 
 def run_smollm(texts: list[str], data: Path, tmp: Path) -> dict:
-    from gptcls.training.pipeline import DEFAULT_MODEL
+    from gptcls.options import DEFAULT_MODEL
 
     t0 = time.perf_counter()
     clf = build_gptcls(DEFAULT_MODEL, data, None, tmp)

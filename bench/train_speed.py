@@ -58,11 +58,14 @@ from _common import (  # noqa: E402
     pad_collate,
 )
 
+from gptcls.data import examples as gexamples  # noqa: E402
+from gptcls.data import partition  # noqa: E402
 from gptcls.data import sms as gdata  # noqa: E402
-from gptcls.models.tokenizers import gpt2_tokenizer  # noqa: E402
+from gptcls.data import splits as gsplits  # noqa: E402
+from gptcls.models.tokenizers.gpt2 import gpt2_tokenizer  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-SPLITS = gdata.SPLIT_NAMES  # ("train", "validation", "test")
+SPLITS = gexamples.SPLIT_NAMES  # ("train", "validation", "test")
 CONTENDERS = ("gptcls", "gptcls-fp32", "book", "hf")
 TITLES = {"gptcls": "gptcls (defaults)", "gptcls-fp32": "gptcls --precision fp32",
           "book": "book code (llms_from_scratch ch04/ch06)",
@@ -102,11 +105,11 @@ def prepare_data(args: argparse.Namespace, work: Path) -> dict:
     if args.limit:
         source = write_subset(args.data, work / "SMSSpamCollection.subset", args.limit)
     examples = gdata.read_sms_file(source)
-    labels = gdata.label_mapping(examples, order=gdata.SMS_LABELS)
-    examples = gdata.balance_undersample(examples, seed=SEED)
-    parts = dict(zip(SPLITS, gdata.random_split(examples, seed=SEED), strict=True))
+    labels = gexamples.label_mapping(examples, order=gdata.SMS_LABELS)
+    examples = partition.balance_undersample(examples, seed=SEED)
+    parts = dict(zip(SPLITS, partition.random_split(examples, seed=SEED), strict=True))
     for name, part in parts.items():
-        gdata.write_split_csv(work / "splits" / f"{name}.csv", part, labels)
+        gsplits.write_split_csv(work / "splits" / f"{name}.csv", part, labels)
         write_book_csv(work / "book" / f"{name}.csv", part)
     info = {"source": str(Path(source).resolve()), "sizes": {n: len(p) for n, p in parts.items()}}
     (work / "data.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -127,7 +130,7 @@ def write_subset(source: Path, dest: Path, n_train: int) -> Path:
     return dest
 
 
-def write_book_csv(path: Path, examples: list[gdata.Example]) -> None:
+def write_book_csv(path: Path, examples: list[gexamples.Example]) -> None:
     """The chapter's CSV: columns Label (0 ham, 1 spam) and Text, as pandas' to_csv writes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
@@ -136,15 +139,16 @@ def write_book_csv(path: Path, examples: list[gdata.Example]) -> None:
         writer.writerows([BOOK_LABELS[ex.label], ex.text] for ex in examples)
 
 
-def split_examples(work: Path) -> dict[str, list[gdata.Example]]:
-    return {n: gdata.read_split_csv(work / "splits" / f"{n}.csv") for n in SPLITS}
+def split_examples(work: Path) -> dict[str, list[gexamples.Example]]:
+    return {n: gsplits.read_split_csv(work / "splits" / f"{n}.csv") for n in SPLITS}
 
 
 # --------------------------------------------------------------------------- gptcls
 
 
 def run_gptcls(args: argparse.Namespace, work: Path, precision: str = "auto") -> dict:
-    from gptcls.training.pipeline import options_with_recipe, run_training
+    from gptcls.options import options_with_recipe
+    from gptcls.training.pipeline import run_training
 
     out = work / f"gptcls_run_{precision}"
     t0 = time.perf_counter()
@@ -167,7 +171,7 @@ def gptcls_data_args(work: Path) -> dict:
     otherwise the source file, which gptcls splits with the same seed. Either way
     check_same_splits verifies that gptcls trained on exactly the shared splits."""
     try:
-        from gptcls.data.splits import DataOptions
+        from gptcls.options import DataOptions
     except ImportError:
         DataOptions = None  # noqa: N806
     if DataOptions is not None and "train" in {f.name for f in dataclasses.fields(DataOptions)}:
@@ -178,7 +182,7 @@ def gptcls_data_args(work: Path) -> dict:
 def check_same_splits(run_dir: Path, work: Path) -> None:
     ours = split_examples(work)
     for name in SPLITS:
-        theirs = gdata.read_split_csv(run_dir / f"{name}.csv")
+        theirs = gsplits.read_split_csv(run_dir / f"{name}.csv")
         if theirs != ours[name]:
             raise RuntimeError(f"gptcls's {name} split differs from {work / 'splits'}")
 

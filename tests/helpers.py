@@ -18,6 +18,8 @@ TESTS = Path(__file__).resolve().parent
 FIXTURES = TESTS / "fixtures"
 DATA = TESTS.parents[1] / "shared" / "data"  # ../shared/data beside the repository; never copied
 SMS_PATH = DATA / "sms_spam_collection" / "SMSSpamCollection"
+AG_NEWS_PATH = DATA / "ag_news" / "test.csv"
+TREC_PATH = DATA / "trec" / "train_5500.label"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 

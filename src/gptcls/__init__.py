@@ -1,6 +1,22 @@
-"""gptcls: fine-tune pretrained GPT-style language models into text classifiers."""
+"""gptcls: fine-tune pretrained GPT-style language models into text classifiers.
+
+`from gptcls import Classifier, train` loads torch only when those names are first used, so
+`import gptcls` (and the command line's help) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from gptcls.errors import GptclsError
 
 __version__ = "0.1.0"
-__all__ = ["GptclsError", "__version__"]
+__all__ = ["Classifier", "GptclsError", "__version__", "train"]
+_LAZY = {"Classifier": "gptcls.classifier.classifier", "train": "gptcls.api"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gptcls' has no attribute {name!r}")

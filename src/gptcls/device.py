@@ -8,10 +8,7 @@ from pathlib import Path
 import torch
 
 from gptcls.errors import GptclsError
-
-# auto: bf16 where the hardware multiplies bf16 natively (CUDA; CPUs with AVX512-BF16 or AMX),
-# fp32 elsewhere. fp32 is the exact path every equivalence test uses.
-PRECISIONS = ("auto", "fp32", "bf16")
+from gptcls.options import PRECISIONS
 
 
 def device_for(name: str = "auto") -> torch.device:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 ENV_VAR = "GPTCLS_CACHE"
 
@@ -33,22 +35,49 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Call `write` on a temporary file beside `path`, then rename: readers never see half a
+    file. The file gets the usual mode (0666 & ~umask), as open() would give it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp, fd = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+            write(f)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_safetensors(path: str | os.PathLike, tensors: dict[str, Any],
+                     metadata: dict[str, str] | None = None) -> None:
+    """safetensors.torch.save_file, atomically and with the usual mode: save_file itself
+    creates its files 0600, which keeps them from anyone else the umask would let read."""
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    atomic_write_bytes(path, data)
+
+
+def _create_temp(path: Path) -> tuple[Path, int]:
+    """A new hidden file beside `path`, opened for writing. mkstemp would make it 0600; mode
+    0666 here lets the kernel apply the umask, so nothing needs a chmod afterwards."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation

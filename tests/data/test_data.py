@@ -1,4 +1,4 @@
-"""Tests for gptcls.data.sms: parsing the real SMS file, balancing/splitting, download, CSV."""
+"""Tests for the SMS file (parse, download) and balancing/splitting/split CSVs on it."""
 
 from __future__ import annotations
 
@@ -16,20 +16,10 @@ import numpy as np
 import pytest
 from helpers import SMS_PATH
 
-from gptcls.data.sms import (
-    SMS_MEMBER,
-    SMS_SHA256,
-    SMS_SUBDIR,
-    Example,
-    balance_undersample,
-    fetch_sms_spam,
-    label_mapping,
-    prepare_sms_splits,
-    random_split,
-    read_sms_file,
-    read_split_csv,
-    write_split_csv,
-)
+from gptcls.data.examples import Example, label_mapping
+from gptcls.data.partition import balance_undersample, random_split
+from gptcls.data.sms import SMS_MEMBER, SMS_SHA256, SMS_SUBDIR, fetch_sms_spam, read_sms_file
+from gptcls.data.splits import prepare_sms_splits, read_split_csv, write_split_csv
 from gptcls.errors import GptclsError
 from gptcls.files import sha256_bytes, sha256_file
 

@@ -10,16 +10,19 @@ from pathlib import Path
 import pytest
 from helpers import SMS_PATH
 
+from gptcls.data.examples import Example
 from gptcls.data.labelled import read_labelled
-from gptcls.data.sms import Example, balance_undersample, random_split, read_sms_file
-from gptcls.data.splits import (
-    check_trainable,
+from gptcls.data.partition import (
+    balance_undersample,
     class_weights,
     leakage_warnings,
-    parse_fractions,
+    random_split,
     stratified_split,
 )
+from gptcls.data.sms import read_sms_file
+from gptcls.data.splits import check_trainable
 from gptcls.errors import GptclsError
+from gptcls.schema import parse_fractions
 
 try:
     import pyarrow as pa

@@ -17,15 +17,13 @@ from gptcls.evaluation.metrics import (
     average_precision,
     classification_report,
     format_report,
-    plot_confusion_matrix,
-    plot_pr_curve,
-    plot_roc_curve,
     precision_recall_curve,
     predict,
     roc_auc,
     roc_curve,
     threshold_for_max_fpr,
 )
+from gptcls.evaluation.plots import plot_confusion_matrix, plot_pr_curve, plot_roc_curve
 
 
 @pytest.fixture(autouse=True)

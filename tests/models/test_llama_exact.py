@@ -25,7 +25,7 @@ from torch import nn
 
 from gptcls.models.generate import generate
 from gptcls.models.weights.gguf import SMOLLM2_ENV, _fast_kernels, _unpermute
-from gptcls.models.weights.pretrained import Checkpoint, load_checkpoint
+from gptcls.models.weights.pretrained import Pretrained, load_pretrained
 
 SMS = SMS_PATH
 
@@ -144,12 +144,12 @@ def test_tiny_gguf_matches_transformers(tie: bool, tmp_path: Path) -> None:
                          tie_word_embeddings=tie)
     hf = tf.LlamaForCausalLM(cfg).eval()
     write_tiny_gguf(tmp_path / "tiny.gguf", hf)
-    ckpt = load_checkpoint(str(tmp_path / "tiny.gguf"))
-    c = ckpt.config
+    loaded = load_pretrained(str(tmp_path / "tiny.gguf"))
+    c = loaded.config
     assert (c.n_heads, c.n_kv_heads, c.hidden_dim, c.rope_theta, c.tie_embeddings) == (
         4, 2, 32, 100000.0, tie)
-    assert ckpt.tokenizer.encode("hehe") == [256, 256] and ckpt.tokenizer.eot_id == 257
-    model = ours(ckpt)
+    assert loaded.tokenizer.encode("hehe") == [256, 256] and loaded.tokenizer.eot_id == 257
+    model = ours(loaded)
     ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (model(ids) - hf(ids).logits).abs().max().item() < 1e-5
@@ -160,18 +160,18 @@ def test_tiny_gguf_matches_transformers(tie: bool, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def smollm() -> tuple[Checkpoint, nn.Module, nn.Module]:
+def smollm() -> tuple[Pretrained, nn.Module, nn.Module]:
     path = smollm_gguf_path()
     with pytest.MonkeyPatch.context() as mp:  # the preset resolves to this very file
         mp.setenv(SMOLLM2_ENV, str(path))
         t0 = time.perf_counter()
-        ckpt = load_checkpoint("smollm2-135m-instruct-q4")
+        loaded = load_pretrained("smollm2-135m-instruct-q4")
         print(f"\ngptcls GGUF load: {time.perf_counter() - t0:.2f}s")
     t0 = time.perf_counter()
     hf = tf.LlamaForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                              dtype=torch.float32).eval()
     print(f"transformers GGUF load: {time.perf_counter() - t0:.2f}s")
-    return ckpt, ours(ckpt), hf
+    return loaded, ours(loaded), hf
 
 
 def sms_messages(n: int) -> list[str]:
@@ -181,31 +181,31 @@ def sms_messages(n: int) -> list[str]:
     return [line.split("\t", 1)[1] for line in lines]
 
 
-def test_smollm2_preset_config(smollm: tuple[Checkpoint, nn.Module, nn.Module]) -> None:
-    ckpt = smollm[0]
-    c = ckpt.config
+def test_smollm2_preset_config(smollm: tuple[Pretrained, nn.Module, nn.Module]) -> None:
+    loaded = smollm[0]
+    c = loaded.config
     assert (c.n_layers, c.emb_dim, c.n_heads, c.n_kv_heads, c.hidden_dim, c.vocab_size) == (
         30, 576, 9, 3, 1536, 49152)
     assert c.tie_embeddings and c.rope_theta == 100000.0
-    assert os.fspath(smollm_gguf_path()) in ckpt.source
+    assert os.fspath(smollm_gguf_path()) in loaded.source
 
 
-def test_smollm2_logits_match_transformers(smollm: tuple[Checkpoint, nn.Module, nn.Module]
+def test_smollm2_logits_match_transformers(smollm: tuple[Pretrained, nn.Module, nn.Module]
                                            ) -> None:
-    ckpt, model, hf = smollm
+    loaded, model, hf = smollm
     worst = 0.0
     for text in sms_messages(4):
-        ids = torch.tensor([ckpt.tokenizer.encode(text)])
+        ids = torch.tensor([loaded.tokenizer.encode(text)])
         with torch.no_grad():
             worst = max(worst, (model(ids) - hf(ids).logits).abs().max().item())
     print(f"\nSmolLM2 max |logit diff| vs transformers: {worst:.3g}")
     assert worst < 1e-4
 
 
-def test_smollm2_greedy_continuation_matches(smollm: tuple[Checkpoint, nn.Module, nn.Module]
+def test_smollm2_greedy_continuation_matches(smollm: tuple[Pretrained, nn.Module, nn.Module]
                                              ) -> None:
-    ckpt, model, hf = smollm
-    ids = torch.tensor([ckpt.tokenizer.encode(sms_messages(1)[0])])
+    loaded, model, hf = smollm
+    ids = torch.tensor([loaded.tokenizer.encode(sms_messages(1)[0])])
     ours_out, hf_out = generate(model, ids, 20), hf_greedy_cached(hf, ids, 20)
-    assert torch.equal(ours_out, hf_out), (ckpt.tokenizer.decode(ours_out[0].tolist()),
-                                           ckpt.tokenizer.decode(hf_out[0].tolist()))
+    assert torch.equal(ours_out, hf_out), (loaded.tokenizer.decode(ours_out[0].tolist()),
+                                           loaded.tokenizer.decode(hf_out[0].tolist()))

@@ -8,20 +8,17 @@ import torch
 from safetensors.torch import load_file
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.classifier.model import (
-    ClassifierConfig,
-    ClassifierModel,
-    load_run,
-    pad_batch,
-    read_run_config,
-    save_run,
-)
+from gptcls.classifier.config import ClassifierConfig
+from gptcls.classifier.encoding import pad_batch
+from gptcls.classifier.model import ClassifierModel
+from gptcls.classifier.run_dir import load_run, read_run_config, save_run
 from gptcls.cli.main import main
 from gptcls.errors import GptclsError
 from gptcls.models import build_backbone, preset_config
 from gptcls.models.lora import LoRALinear, apply_lora, has_lora, merge_lora, resolve_targets
-from gptcls.models.tokenizers import gpt2_tokenizer
-from gptcls.training.loop import TrainConfig, build_store, train
+from gptcls.models.tokenizers.gpt2 import gpt2_tokenizer
+from gptcls.options import TrainConfig
+from gptcls.training.loop import build_store, train
 from gptcls.training.pipeline import _use_cache
 
 CPU = torch.device("cpu")

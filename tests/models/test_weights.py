@@ -16,15 +16,16 @@ from torch import nn
 from gptcls.errors import GptclsError
 from gptcls.models import build_backbone
 from gptcls.models.generate import generate
+from gptcls.models.weights.book import convert_book_state_dict
 from gptcls.models.weights.gguf import SMOLLM2_ENV, extract_gguf_from_wheel, locate_smollm2_gguf
-from gptcls.models.weights.pretrained import Checkpoint, convert_book_state_dict, load_checkpoint
+from gptcls.models.weights.pretrained import Pretrained, load_pretrained
 
 TF_FIXTURE = FIXTURES / "openai_gpt2_tiny"
 
 
 
-def assert_same_lm(ckpt: Checkpoint, hf: nn.Module, vocab: int, tol: float = 1e-5) -> None:
-    model = ours(ckpt)
+def assert_same_lm(loaded: Pretrained, hf: nn.Module, vocab: int, tol: float = 1e-5) -> None:
+    model = ours(loaded)
     ids = torch.randint(0, vocab, (2, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (model(ids) - hf(ids).logits).abs().max().item()
@@ -48,11 +49,12 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]
 
 def test_hf_gpt2_directory_matches_transformers(gpt2_dir: tuple[Path, nn.Module]) -> None:
     path, hf = gpt2_dir
-    ckpt = load_checkpoint(str(path))
-    assert (ckpt.config.n_heads, ckpt.config.emb_dim, ckpt.config.context_length) == (2, 16, 64)
-    assert ckpt.tokenizer.encode("hello world") == [31373, 995]  # no tokenizer.json: GPT-2's
-    assert all(v.dtype == torch.float32 for v in ckpt.state_dict.values())
-    assert_same_lm(ckpt, hf, 50257)
+    loaded = load_pretrained(str(path))
+    c = loaded.config
+    assert (c.n_heads, c.emb_dim, c.context_length) == (2, 16, 64)
+    assert loaded.tokenizer.encode("hello world") == [31373, 995]  # no tokenizer.json: GPT-2's
+    assert all(v.dtype == torch.float32 for v in loaded.state_dict.values())
+    assert_same_lm(loaded, hf, 50257)
 
 
 def test_bare_gpt2_safetensors_infers_config(tmp_path: Path) -> None:
@@ -63,9 +65,9 @@ def test_bare_gpt2_safetensors_infers_config(tmp_path: Path) -> None:
     hf.save_pretrained(tmp_path / "hf")
     single = tmp_path / "gpt2.safetensors"
     single.write_bytes((tmp_path / "hf" / "model.safetensors").read_bytes())
-    ckpt = load_checkpoint(str(single))
-    assert (ckpt.config.n_heads, ckpt.config.n_layers, ckpt.config.vocab_size) == (12, 1, 300)
-    assert_same_lm(ckpt, hf, 300)
+    loaded = load_pretrained(str(single))
+    assert (loaded.config.n_heads, loaded.config.n_layers, loaded.config.vocab_size) == (12, 1, 300)
+    assert_same_lm(loaded, hf, 300)
 
 
 def test_bare_safetensors_of_unknown_width_is_a_clear_error(
@@ -73,7 +75,7 @@ def test_bare_safetensors_of_unknown_width_is_a_clear_error(
     single = tmp_path / "w.safetensors"
     single.write_bytes((gpt2_dir[0] / "model.safetensors").read_bytes())
     with pytest.raises(GptclsError, match="attention heads"):
-        load_checkpoint(str(single))
+        load_pretrained(str(single))
 
 
 # ---- Hugging Face Llama ------------------------------------------------------------------------
@@ -103,71 +105,71 @@ def test_hf_llama_directory_matches_transformers(tie: bool, tmp_path: Path) -> N
     hf = tiny_llama(tie)
     hf.save_pretrained(tmp_path)
     write_tokenizer_json(tmp_path, 300)
-    ckpt = load_checkpoint(str(tmp_path))
-    c = ckpt.config
+    loaded = load_pretrained(str(tmp_path))
+    c = loaded.config
     assert (c.family, c.n_heads, c.n_kv_heads, c.rope_theta, c.tie_embeddings) == (
         "llama", 4, 2, 100000.0, tie)
-    assert ckpt.tokenizer.encode("w5 w7") == [5, 7] and ckpt.tokenizer.eot_id == 299
-    assert_same_lm(ckpt, hf, 300)
+    assert loaded.tokenizer.encode("w5 w7") == [5, 7] and loaded.tokenizer.eot_id == 299
+    assert_same_lm(loaded, hf, 300)
 
 
 def test_weights_path_overrides_a_preset(tmp_path: Path) -> None:
     tiny_llama(True).save_pretrained(tmp_path)
     write_tokenizer_json(tmp_path, 300)
-    ckpt = load_checkpoint("smollm2-135m", weights=str(tmp_path))
-    assert ckpt.config.emb_dim == 16 and str(tmp_path) in ckpt.source
+    loaded = load_pretrained("smollm2-135m", weights=str(tmp_path))
+    assert loaded.config.emb_dim == 16 and str(tmp_path) in loaded.source
     with pytest.raises(GptclsError, match="llama model but preset"):
-        load_checkpoint("gpt2-small", weights=str(tmp_path))
+        load_pretrained("gpt2-small", weights=str(tmp_path))
 
 
 def test_llama_directory_without_tokenizer_needs_a_preset(tmp_path: Path) -> None:
     tiny_llama(True).save_pretrained(tmp_path)
     with pytest.raises(GptclsError, match="no tokenizer"):
-        load_checkpoint(str(tmp_path))
+        load_pretrained(str(tmp_path))
 
 
 # ---- other sources, errors ---------------------------------------------------------------------
 
 
 def test_openai_tf_checkpoint_directory_dispatches() -> None:
-    ckpt = load_checkpoint(str(TF_FIXTURE))
-    assert ckpt.config.vocab_size == 64 and ckpt.config.n_layers == 2
-    ours(ckpt)  # strict load
+    loaded = load_pretrained(str(TF_FIXTURE))
+    assert loaded.config.vocab_size == 64 and loaded.config.n_layers == 2
+    ours(loaded)  # strict load
 
 
 def test_random_weights_are_seeded(gpt2_dir: tuple[Path, nn.Module]) -> None:
     torch.manual_seed(7)
     before = torch.rand(3)
     torch.manual_seed(7)
-    a = load_checkpoint(str(gpt2_dir[0]), "random", seed=5)
+    a = load_pretrained(str(gpt2_dir[0]), "random", seed=5)
     assert torch.equal(torch.rand(3), before)  # the caller's random stream is untouched
-    b = load_checkpoint(str(gpt2_dir[0]), "random", seed=5)
-    c = load_checkpoint(str(gpt2_dir[0]), "random", seed=6)
+    b = load_pretrained(str(gpt2_dir[0]), "random", seed=5)
+    c = load_pretrained(str(gpt2_dir[0]), "random", seed=6)
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert not torch.equal(a.state_dict["blocks.0.attn.q.weight"],
                            c.state_dict["blocks.0.attn.q.weight"])
-    preset = load_checkpoint("gpt2-small", "random", seed=5)
+    preset = load_pretrained("gpt2-small", "random", seed=5)
     assert preset.source == "gpt2-small random(5)" and preset.tokenizer.eot_id == 50256
     ours(preset)
 
 
 def test_unknown_model_and_weights_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(GptclsError, match="gpt2-small") as err:
-        load_checkpoint("gpt-7")
+        load_pretrained("gpt-7")
     assert "\n" not in str(err.value)
     with pytest.raises(GptclsError, match="weights must be"):
-        load_checkpoint("gpt2-small", weights=str(tmp_path / "nope"))
+        load_pretrained("gpt2-small", weights=str(tmp_path / "nope"))
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(GptclsError, match="don't know how to load"):
-        load_checkpoint(str(tmp_path / "x.txt"))
+        load_pretrained(str(tmp_path / "x.txt"))
 
 
 def test_hub_failure_offline_is_a_gptcls_error(tmp_path: Path) -> None:
     # A fresh interpreter: huggingface_hub reads HF_HUB_OFFLINE and HF_HOME when imported.
     code = ("from gptcls.errors import GptclsError\n"
-            "from gptcls.models.weights.pretrained import load_checkpoint\n"
+            "from gptcls.models.weights.pretrained import load_pretrained\n"
             "for name in ('gpt2-small', 'smollm2-135m'):\n"
-            "    try:\n        load_checkpoint(name)\n"
+            "    try:\n        load_pretrained(name)\n"
             "    except GptclsError as e:\n        print(e)\n"
             "    else:\n        raise SystemExit('no error for ' + name)\n")
     env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}

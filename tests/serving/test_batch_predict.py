@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,12 @@ import pytest
 from gptcls.classifier.classifier import Classifier
 from gptcls.cli.main import main
 from gptcls.data.sources import open_source
+from gptcls.distributed import Dist
 from gptcls.errors import GptclsError
-from gptcls.serving import predict as batch_predict
-from gptcls.serving.predict import predict_file
+from gptcls.serving import partial as partial_module
+from gptcls.serving.output import OutputLayout
+from gptcls.serving.partial import PartialDir, fingerprint
+from gptcls.serving.predict import predict_chunks, predict_file
 
 
 @pytest.fixture(scope="module")
@@ -117,33 +119,37 @@ def test_resume_after_interruption_gives_the_same_file(rows, clf, tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         predict_file(clf, src, out, chunk_size=16, progress=False, on_chunk=interrupt)
     assert not out.exists(), "OUTPUT must never hold a partial result"
-    progress = json.loads((tmp_path / "out.csv.partial" / "progress.json").read_text())
-    assert progress["rows_done"] == 48
+    assert _parts(tmp_path / "out.csv.partial") == [0, 1, 2]  # the chunks done: 48 rows
     with pytest.raises(GptclsError, match="--resume"):
         predict_file(clf, src, out, chunk_size=16, progress=False)
 
-    # A crash after a part is written but before progress.json moves leaves a stale part.
-    real_save = batch_predict._PartialState._save
+    # A crash in the middle of writing a part leaves a cut-off temporary file, never a part.
+    real_write = partial_module.write_rows
     calls = {"n": 0}
 
-    def crash_once(self) -> None:
+    def crash_once(layout, rows, path) -> None:
         calls["n"] += 1
         if calls["n"] == 2:
+            path.write_text("half a ro")
             raise OSError("disk went away")
-        real_save(self)
+        real_write(layout, rows, path)
 
-    monkeypatch.setattr(batch_predict._PartialState, "_save", crash_once)
+    monkeypatch.setattr(partial_module, "write_rows", crash_once)
     with pytest.raises(OSError):
         predict_file(clf, src, out, chunk_size=16, resume=True, progress=False)
-    monkeypatch.setattr(batch_predict._PartialState, "_save", real_save)
-    parts = sorted(p.name for p in (tmp_path / "out.csv.partial").glob("part-*"))
-    assert len(parts) == 5  # 3 + 1 recorded, 1 stale
+    monkeypatch.setattr(partial_module, "write_rows", real_write)
+    assert _parts(tmp_path / "out.csv.partial") == [0, 1, 2, 3]  # 3 + 1 done
+    assert len(list((tmp_path / "out.csv.partial").glob(".*.tmp"))) == 1  # the cut-off one
 
     report = predict_file(clf, src, out, chunk_size=16, resume=True, progress=False)
     assert report.resumed_from == 64 and report.rows == len(rows)
     # Byte for byte (same chunks, so the same batches): no duplicated, no missing rows.
     assert out.read_bytes() == reference.read_bytes()
     assert not (tmp_path / "out.csv.partial").exists()
+
+
+def _parts(partial_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1].split(".")[0]) for p in partial_dir.glob("part-*"))
 
 
 def _interrupt_after_one_chunk(clf: Classifier, src: Path, out: Path) -> None:
@@ -234,63 +240,108 @@ class _Interrupting:
         return self.clf.predict_proba(*args, **kwargs)
 
 
-def _shard_setup(src: Path, out: Path, clf: Classifier, chunk_size: int):
-    from gptcls.serving.predict import _fingerprint
-
+def _job(src: Path, out: Path, clf: Classifier, chunk_size: int):
+    """What predict_file sets up: the source, the output layout and the partial directory."""
     source = open_source(src, None, None, "utf-8", chunk_size)
-    layout = batch_predict._Layout.build(source, clf.labels, None, "csv")
-    fp = {**_fingerprint(src, "run", source, layout, "truncate"),
-          "sharded_chunk_size": chunk_size}
-    return source, layout, batch_predict._PartialState(out, fp)
+    layout = OutputLayout.build(source, clf.labels, None, "csv")
+    fp = fingerprint(src, clf, source, layout, "truncate", "mean")
+    return source, layout, PartialDir(out, fp)
+
+
+def _rank(rank: int, world: int, model, src: Path, out: Path, clf: Classifier,
+          resume: bool = False) -> dict[str, int]:
+    """One in-process rank of `world`; rank 0 checks or creates the directory first, as
+    predict_file does before any process starts (the collectives are tested under torchrun)."""
+    source, layout, partial = _job(src, out, clf, 16)
+    if rank == 0:
+        partial.open(resume)
+    try:
+        return predict_chunks(model, source, layout, partial, Dist(rank, world), False,
+                              "truncate", "mean")
+    finally:
+        source.close()
+
+
+def _join(src: Path, out: Path, clf: Classifier, n_chunks: int) -> None:
+    source, layout, partial = _job(src, out, clf, 16)
+    source.close()
+    partial.join(layout, n_chunks)
 
 
 def test_ranks_share_the_chunks_and_resume_to_the_single_process_file(rows, clf, tmp_path):
-    from gptcls.distributed import Dist
-    from gptcls.serving.shard import shard_chunks
-
     src = _write_csv(tmp_path / "in.csv", rows)  # 121 rows: 7 chunks of 16, then 9
     reference = tmp_path / "reference.csv"
     predict_file(clf, src, reference, chunk_size=16, progress=False)
     out = tmp_path / "out.csv"
 
-    def run(rank: int, model, resume: bool = False) -> dict[str, int]:
-        source, layout, state = _shard_setup(src, out, clf, 16)
-        if rank == 0:
-            state.open_dir(resume)
-        try:
-            return shard_chunks(model, source, layout, state, Dist(rank, 2), False,
-                                "truncate", "mean")
-        finally:
-            source.close()
-
-    first = run(0, clf)
+    first = _rank(0, 2, clf, src, out, clf)
     assert first == {"chunks": 8, "rows": 121, "predicted": 63, "empty": 1, "resumed": 0}
     with pytest.raises(KeyboardInterrupt):  # rank 1 dies after two of its four chunks
-        run(1, _Interrupting(clf, 2))
-    parts = sorted(p.name for p in (tmp_path / "out.csv.partial").glob("part-*"))
-    assert parts == [f"part-{k:06d}.data" for k in (0, 1, 2, 3, 4, 6)]
+        _rank(1, 2, _Interrupting(clf, 2), src, out, clf)
+    assert _parts(tmp_path / "out.csv.partial") == [0, 1, 2, 3, 4, 6]
     # Resumed (rank 0 checks the directory again): only chunks 5 and 7 are classified.
-    again = [run(0, _Interrupting(clf, 0), resume=True), run(1, clf)]
+    again = [_rank(0, 2, _Interrupting(clf, 0), src, out, clf, resume=True),
+             _rank(1, 2, clf, src, out, clf)]
     assert [a["predicted"] + a["empty"] for a in again] == [0, 25]  # chunk 7: the last 9
     assert [a["resumed"] for a in again] == [64, 32]
-    source, layout, state = _shard_setup(src, out, clf, 16)
-    source.close()
-    state.parts, state.rows_done = 8, 121
-    batch_predict._assemble(state, layout, out)
+    _join(src, out, clf, 8)
     assert out.read_bytes() == reference.read_bytes()  # same chunks, same rows, same order
+    assert not (tmp_path / "out.csv.partial").exists()
 
 
-def test_sharded_and_single_process_partials_are_not_mixed(rows, clf, tmp_path):
+def test_a_partial_started_by_one_process_is_finished_by_two_ranks(rows, clf, tmp_path):
+    """One chunk/partial layout: the number of processes may change between runs."""
+    src = _write_csv(tmp_path / "in.csv", rows)
+    reference = tmp_path / "reference.csv"
+    predict_file(clf, src, reference, chunk_size=16, progress=False)
+    out = tmp_path / "out.csv"
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(clf, src, out, chunk_size=16, progress=False,
+                     on_chunk=lambda n: (_ for _ in ()).throw(KeyboardInterrupt) if n >= 48
+                     else None)
+    assert _parts(tmp_path / "out.csv.partial") == [0, 1, 2]
+    again = [_rank(0, 2, clf, src, out, clf, resume=True), _rank(1, 2, clf, src, out, clf)]
+    assert [a["resumed"] for a in again] == [32, 16]  # chunks 0, 2 and 1
+    assert sum(a["predicted"] + a["empty"] for a in again) == len(rows) - 48
+    _join(src, out, clf, 8)
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_a_partial_started_by_two_ranks_is_finished_by_one_process(rows, clf, tmp_path):
+    src = _write_csv(tmp_path / "in.csv", rows)
+    reference = tmp_path / "reference.csv"
+    predict_file(clf, src, reference, chunk_size=16, progress=False)
+    out = tmp_path / "out.csv"
+    with pytest.raises(KeyboardInterrupt):  # rank 0 dies before its first chunk is done
+        _rank(0, 2, _Interrupting(clf, 0), src, out, clf)
+    assert _rank(1, 2, clf, src, out, clf)["predicted"] == 16 * 3 + 9
+    assert _parts(tmp_path / "out.csv.partial") == [1, 3, 5, 7]
+    with pytest.raises(GptclsError, match="pass --chunk-size 16"):  # other chunks: refused
+        predict_file(clf, src, out, chunk_size=32, resume=True, progress=False)
+    report = predict_file(clf, src, out, chunk_size=16, resume=True, progress=False)
+    assert (report.rows, report.resumed_from, report.predicted + report.empty) == (121, 57, 64)
+    assert out.read_bytes() == reference.read_bytes()
+    assert not (tmp_path / "out.csv.partial").exists()
+
+
+def test_join_refuses_a_missing_part(rows, clf, tmp_path):
     src = _write_csv(tmp_path / "in.csv", rows)
     out = tmp_path / "out.csv"
-    _interrupt_after_one_chunk(clf, src, out)
-    _, _, state = _shard_setup(src, out, clf, 16)
-    with pytest.raises(GptclsError, match="a single process started it"):
-        state.open_dir(resume=True)
-    shutil.rmtree(tmp_path / "out.csv.partial")
-    state.open_dir(resume=False)
-    _, _, other = _shard_setup(src, out, clf, 32)
-    with pytest.raises(GptclsError, match="pass --chunk-size 16"):
-        other.open_dir(resume=True)
-    with pytest.raises(GptclsError, match="started under torchrun"):
-        predict_file(clf, src, out, chunk_size=16, resume=True, progress=False)
+    source, layout, partial = _job(src, out, clf, 16)
+    source.close()
+    partial.open(resume=False)
+    with pytest.raises(GptclsError, match="lacks 8 part"):
+        partial.join(layout, 8)
+    assert not out.exists() and (tmp_path / "out.csv.partial").is_dir()
+
+
+def test_output_gets_the_usual_file_mode(rows, clf, tmp_path):
+    import os
+
+    src = _write_csv(tmp_path / "in.csv", rows[:20])
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for ext in (".csv", ".parquet"):
+        out = tmp_path / f"out{ext}"
+        predict_file(clf, src, out, chunk_size=8, progress=False)
+        assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600

@@ -12,11 +12,13 @@ import pytest
 import torch
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.classifier.model import ClassifierConfig, ClassifierModel, save_run
+from gptcls.classifier.config import ClassifierConfig
+from gptcls.classifier.model import ClassifierModel
+from gptcls.classifier.run_dir import save_run
 from gptcls.cli.main import main
 from gptcls.errors import GptclsError
 from gptcls.models import build_backbone, preset_config
-from gptcls.models.weights.pretrained import load_checkpoint
+from gptcls.models.weights.pretrained import load_pretrained
 from gptcls.serving.export import OnnxClassifier, export_hf, export_onnx
 
 TOL = 1e-4
@@ -32,19 +34,19 @@ def test_texts(tiny_run) -> list[str]:
 def _random_run(out: Path, model_name: str, weights: str, max_length: int,
                 pooling: str = "last") -> Path:
     """A run with a random head (non-zero bias, the part HF has no slot for) on a backbone."""
-    ckpt = load_checkpoint(model_name, weights)
-    model = ClassifierModel(build_backbone(ckpt.config), 2, pooling)
-    model.backbone.load_state_dict(ckpt.state_dict, strict=False)
+    loaded = load_pretrained(model_name, weights)
+    model = ClassifierModel(build_backbone(loaded.config), 2, pooling)
+    model.backbone.load_state_dict(loaded.state_dict, strict=False)
     model.backbone.tie_weights()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=gen) * 0.5)
         model.head.bias.copy_(torch.tensor([0.7, -0.4]))
     model.set_trainable(1)
-    config = ClassifierConfig(model=ckpt.config, labels=["ham", "spam"], max_length=max_length,
-                              tokenizer=ckpt.tokenizer.spec(), pooling=pooling,
+    config = ClassifierConfig(model=loaded.config, labels=["ham", "spam"], max_length=max_length,
+                              tokenizer=loaded.tokenizer.spec(), pooling=pooling,
                               backbone={"model": model_name, "weights": weights})
-    save_run(out, config, model, ckpt.tokenizer)
+    save_run(out, config, model, loaded.tokenizer)
     return out
 
 

@@ -8,10 +8,12 @@ import torch
 from helpers import CPU, synthetic
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.classifier.model import ClassifierModel, pad_batch
+from gptcls.classifier.encoding import pad_batch
+from gptcls.classifier.model import ClassifierModel
 from gptcls.cli.main import main
 from gptcls.models import build_backbone, preset_config
-from gptcls.training.loop import TrainConfig, build_store, train
+from gptcls.options import TrainConfig
+from gptcls.training.loop import build_store, train
 
 
 def bidirectional(name: str, pooling: str = "last", blocks: int = 1, seed: int = 0):

@@ -68,13 +68,15 @@ def test_yaml_config_and_set_override(tmp_path):
         grid.load_config(cfg)
 
 
-def test_valid_keys_come_from_the_option_dataclasses():
+def test_valid_keys_come_from_the_option_schema():
     from dataclasses import fields
 
-    from gptcls.training.loop import TrainConfig
+    from gptcls.options import OPTIONS, TrainConfig
 
     keys = grid.valid_keys()
-    assert {f.name for f in fields(TrainConfig)} <= keys
+    assert keys == set(OPTIONS)
+    # every TrainConfig field but the class weights, which come from the data
+    assert {f.name for f in fields(TrainConfig)} - {"class_weights"} <= keys
     assert {"model", "weights", "pooling", "trainable_blocks", "max_length", "data"} <= keys
     assert "out" not in keys
 

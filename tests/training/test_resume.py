@@ -7,9 +7,9 @@ import torch
 from helpers import CPU, synthetic, tiny_classifier
 
 from gptcls.errors import GptclsError
+from gptcls.options import TrainConfig
 from gptcls.training.checkpoint import Checkpointer
 from gptcls.training.loop import (
-    TrainConfig,
     _step,
     build_store,
     make_optimizer,

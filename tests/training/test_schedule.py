@@ -7,12 +7,12 @@ import torch
 from helpers import CPU, synthetic, tiny_classifier
 
 from gptcls.errors import GptclsError
+from gptcls.evaluation.metrics import macro_f1
+from gptcls.options import TrainConfig
 from gptcls.training.loop import (
-    TrainConfig,
     build_store,
     evaluate,
     full_batches,
-    macro_f1,
     make_scheduler,
     train,
 )

@@ -4,11 +4,12 @@ import pytest
 import torch
 from helpers import CPU, synthetic, tiny_classifier
 
-from gptcls.classifier.model import ClassifierModel, pad_batch
+from gptcls.classifier.encoding import pad_batch
+from gptcls.classifier.model import ClassifierModel
 from gptcls.models import build_backbone, preset_config
+from gptcls.options import TrainConfig
 from gptcls.training.loop import (
     Store,
-    TrainConfig,
     build_store,
     evaluate,
     full_batches,

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
 
-from gptcls.classifier.model import (
-    ClassifierConfig,
-    ClassifierModel,
-    encode_texts,
-    load_run,
-    pad_batch,
-    save_run,
-)
+from gptcls.classifier.config import ClassifierConfig
+from gptcls.classifier.encoding import encode_texts, pad_batch
+from gptcls.classifier.model import ClassifierModel
+from gptcls.classifier.run_dir import load_run, save_run
 from gptcls.errors import GptclsError
-from gptcls.models.tokenizers import Tokenizer
+from gptcls.models.tokenizers.base import Tokenizer
 from gptcls.training.loop import PRECISIONS, autocast, device_for, length_batches, unique_sequences
 
 
@@ -60,13 +57,15 @@ class Classifier:
         c = self.config
         return encode_texts(self.tokenizer, texts, c.max_length, c.pooling, c.truncate)
 
-    def predict_proba(self, texts: Sequence[str], long_text: str = "truncate",
+    def predict_proba(self, texts: str | Sequence[str], long_text: str = "truncate",
                       chunk_reduce: str = "mean") -> np.ndarray:
-        """(N, num_classes) probabilities, in input order.
+        """(N, num_classes) probabilities, in input order; one string gives (num_classes,).
 
         long_text="chunk": a text longer than max_length is cut into half-overlapping windows
         whose probabilities are averaged (chunk_reduce="mean") or max-pooled per class ("max").
         """
+        if isinstance(texts, str):  # one text, one answer (as scikit-learn pipelines expect)
+            return self.predict_proba([texts], long_text, chunk_reduce)[0]
         if long_text == "truncate":
             return self._run(self.encode(texts))
         if long_text != "chunk" or chunk_reduce not in ("mean", "max"):
@@ -105,8 +104,8 @@ class Classifier:
     def evaluate(self, path: str | Path, long_text: str = "truncate", chunk_reduce: str = "mean",
                  **read_options) -> dict:
         """Score a labelled file (any format read_labelled takes): the metrics report dict."""
+        from gptcls.data.examples import label_mapping
         from gptcls.data.labelled import read_labelled
-        from gptcls.data.sms import label_mapping
         from gptcls.evaluation.metrics import classification_report
 
         examples, _report = read_labelled(path, **read_options)
@@ -125,7 +124,16 @@ class Classifier:
             return [self.labels[int(p[1] >= t)] for p in probs]
         return [self.labels[int(i)] for i in probs.argmax(-1)]
 
-    def predict(self, texts: Sequence[str]) -> list[str]:
+    @overload
+    def predict(self, texts: str) -> str: ...
+
+    @overload
+    def predict(self, texts: Sequence[str]) -> list[str]: ...
+
+    def predict(self, texts: str | Sequence[str]) -> str | list[str]:
+        """A label per text, in input order; one string gives one label."""
+        if isinstance(texts, str):
+            return self.predict([texts])[0]
         return self.labels_from_proba(self.predict_proba(texts))
 
 
@@ -144,47 +152,3 @@ def _windows(seq: list[int], size: int) -> list[list[int]]:
     stride = max(1, size // 2)
     starts = list(range(0, len(seq) - size, stride)) + [len(seq) - size]
     return [seq[s:s + size] for s in starts]
-
-
-def import_book_state_dict(pth: str | Path, out_dir: str | Path,
-                           labels: Sequence[str] = ("ham", "spam"), max_length: int = 120,
-                           n_heads: int | None = None) -> Classifier:
-    """Turn the chapter's `review_classifier.pth` (a GPTModel state_dict) into a run directory.
-
-    Loaded with torch.load(weights_only=True): no arbitrary pickle code runs. The chapter pads
-    every text to max_length and reads the last position, so that pooling is kept.
-    """
-    from gptcls.models import build_backbone
-    from gptcls.models.tokenizers import gpt2_tokenizer
-    from gptcls.models.weights.pretrained import convert_book_state_dict
-
-    path = Path(pth)
-    if not path.is_file():
-        raise GptclsError(f"state dict not found: {path}")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for non-checkpoint files
-        raise GptclsError(f"{path} is not a PyTorch state dict: {str(exc).splitlines()[0]}"
-                          ) from None
-    mconfig, backbone_sd, head_sd = convert_book_state_dict(sd, n_heads)
-    if not head_sd:
-        raise GptclsError(f"{path} holds a language model (chapter 5), not a classifier")
-    if head_sd["weight"].shape[0] != len(labels):
-        raise GptclsError(f"the head has {head_sd['weight'].shape[0]} outputs but "
-                          f"{len(labels)} labels were given")
-    model = ClassifierModel(build_backbone(mconfig), len(labels), "last-position")
-    model.backbone.load_state_dict(backbone_sd, strict=False)
-    model.backbone.tie_weights()
-    model.head.weight.data.copy_(head_sd["weight"])
-    if "bias" in head_sd:
-        model.head.bias.data.copy_(head_sd["bias"])
-    else:
-        model.head.bias.data.zero_()
-    model.set_trainable(1)
-    tok = gpt2_tokenizer()
-    config = ClassifierConfig(model=mconfig, labels=list(labels), max_length=max_length,
-                              tokenizer=tok.spec(), pooling="last-position",
-                              backbone={"model": "book-state-dict", "source": str(path)})
-    clf = Classifier(config, model, tok, device="cpu")
-    clf.save(out_dir)
-    return clf

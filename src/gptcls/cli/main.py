@@ -6,74 +6,70 @@ import argparse
 import sys
 from pathlib import Path
 
-from gptcls.cli.train import _add_data_options, _add_train, cmd_train
+from gptcls.cli.common import add_options, print_predictions
+from gptcls.cli.train import add_train, cmd_train
 from gptcls.errors import GptclsError
+from gptcls.options import PRECISIONS, READ_OPTIONS
 
-EXAMPLES = [
-    "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
-    "Hey, just wanted to check if we're still on for dinner tonight? Let me know!",
-]
+RUN_DIR_HELP = "a run directory written by `gptcls train`"
+DEVICE_HELP = "auto (default: cuda when available), cpu, cuda, cuda:1, ..."
+PRECISION_HELP = "fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)"
 
 
 def _add_long_text(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate",
                    help="texts longer than max_length: truncate (default) or average over "
                    "overlapping windows")
-    p.add_argument("--chunk-reduce", choices=("mean", "max"), default="mean")
+    p.add_argument("--chunk-reduce", choices=("mean", "max"), default="mean",
+                   help="with --long-text chunk: combine the windows' probabilities by mean "
+                   "(default) or max")
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a run directory on any labelled file")
-    p.add_argument("run_dir")
-    _add_data_options(p, training=False)
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
+    add_options(p, READ_OPTIONS, defaults=True, required=("data",))
     _add_long_text(p)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
+    _add_runtime(p)
     p.add_argument("--out", help="write the report as JSON here")
 
 
 def _add_classify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="label texts with a trained run directory")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("texts", nargs="*", help="texts; '-' reads one text per line from stdin")
-    p.add_argument("--file", help="read one text per line from this file")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
+    p.add_argument("--file", help="read one text per line from this file ('-': stdin)")
+    _add_runtime(p)
     p.add_argument("--onnx", metavar="PATH",
                    help="run this ONNX export of the run with onnxruntime instead of PyTorch")
     _add_long_text(p)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    from gptcls.data.labelled import FORMATS
-
     p = sub.add_parser("predict", help="label every row of a CSV, TSV, JSONL or Parquet file")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("input", help="file to label; a label column in it is kept, not needed")
     p.add_argument("output", help="where to write: .csv, .tsv, .jsonl or .parquet (the input "
                    "columns plus label, prob_<label> per class and threshold)")
-    p.add_argument("--format", choices=FORMATS, help="input format (default: from the extension)")
-    p.add_argument("--text-column", help="column holding the text (default: detected)")
-    p.add_argument("--encoding", default="utf-8", help="text encoding, e.g. latin-1")
+    add_options(p, ("format", "text_column", "encoding"), defaults=True)
     p.add_argument("--chunk-size", type=int, default=1024, help="rows read and written at a time")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from OUTPUT.partial/")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
+    _add_runtime(p)
     _add_long_text(p)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a run directory: JSON API, web page and docs")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                   help="fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    _add_runtime(p)
     p.add_argument("--max-batch", type=int, default=64, help="texts per model call")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a request waits for others to share its model call")
@@ -84,26 +80,32 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a run as a transformers model or an ONNX graph")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("out", help="hf: a directory; onnx: a .onnx file")
-    p.add_argument("--format", choices=("hf", "onnx"), required=True)
+    p.add_argument("--format", choices=("hf", "onnx"), required=True,
+                   help="hf: a transformers model directory; onnx: an ONNX graph")
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="continue a prompt with a backbone (sanity check)")
-    p.add_argument("prompt")
-    p.add_argument("--model", default="gpt2-small")
-    p.add_argument("--weights", default="pretrained")
-    p.add_argument("--cache")
-    p.add_argument("--max-new-tokens", type=int, default=20)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("prompt", help="the text to continue")
+    p.add_argument("--model", default="gpt2-small", help="backbone preset or path "
+                   "(default: gpt2-small)")
+    p.add_argument("--weights", default="pretrained",
+                   help="pretrained (default), random, or a path to local weights")
+    p.add_argument("--cache", help="download cache directory (default: $GPTCLS_CACHE or "
+                   "~/.cache/gptcls)")
+    p.add_argument("--max-new-tokens", type=int, default=20,
+                   help="tokens to generate (default: 20)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature; 0 (default) picks the likeliest token")
+    p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens only")
+    p.add_argument("--seed", type=int, default=123, help="sampling seed (default: 123)")
 
 
 def _add_merge(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("merge", help="fold a run's LoRA adapters into its weights")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("--out", help="write the merged run here (default: in place)")
 
 
@@ -120,9 +122,10 @@ def _add_grid(sub: argparse._SubParsersAction) -> None:
 
 def _add_import(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import-book", help="turn the chapter's review_classifier.pth into a run")
-    p.add_argument("pth")
-    p.add_argument("out")
-    p.add_argument("--labels", default="ham,spam")
+    p.add_argument("pth", help="the chapter's saved state_dict (review_classifier.pth)")
+    p.add_argument("out", help="run directory to write")
+    p.add_argument("--labels", default="ham,spam",
+                   help="class names in the head's order (default: ham,spam)")
     p.add_argument("--max-length", type=int, default=120,
                    help="the chapter's padded length (120 with its data loading)")
     p.add_argument("--n-heads", type=int, help="attention heads, for widths that are no GPT-2 size")
@@ -136,24 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
         "classifiers, then classify, evaluate, serve and export them.")
     parser.add_argument("--version", action="version", version=f"gptcls {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_classify, _add_evaluate, _add_generate, _add_import,
+    for add in (add_train, _add_classify, _add_evaluate, _add_generate, _add_import,
                 _add_predict, _add_serve, _add_export, _add_merge, _add_grid):
         add(sub)
     return parser
-
-
-def _print_predictions(clf, texts: list[str], long_text: str = "truncate",
-                       chunk_reduce: str = "mean") -> None:
-    probs = clf.predict_proba(texts, long_text=long_text, chunk_reduce=chunk_reduce)
-    for text, label, p in zip(texts, clf.labels_from_proba(probs), probs, strict=True):
-        print(f"{label}\t{p[clf.labels.index(label)]:.4f}\t{text}")
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
     texts = [t for t in args.texts if t != "-"]
     if "-" in args.texts:
         texts += [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if args.file:
+    if args.file == "-":
+        texts += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    elif args.file:
         path = Path(args.file)
         if not path.is_file():
             raise GptclsError(f"file not found: {path}")
@@ -173,7 +171,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
         clf = OnnxClassifier.from_run(args.run_dir, args.onnx)
     else:
         clf = Classifier.load(args.run_dir, device=args.device, precision=args.precision)
-    _print_predictions(clf, texts, args.long_text, args.chunk_reduce)
+    print_predictions(clf, texts, args.long_text, args.chunk_reduce)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -197,24 +195,24 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     from gptcls.models import build_backbone
     from gptcls.models.generate import generate
-    from gptcls.models.weights.pretrained import load_checkpoint
+    from gptcls.models.weights.pretrained import load_pretrained
 
-    ckpt = load_checkpoint(args.model, args.weights, cache=args.cache, seed=args.seed)
-    model = build_backbone(ckpt.config)
-    model.load_state_dict(ckpt.state_dict, strict=False)
+    pretrained = load_pretrained(args.model, args.weights, cache=args.cache, seed=args.seed)
+    model = build_backbone(pretrained.config)
+    model.load_state_dict(pretrained.state_dict, strict=False)
     model.tie_weights()
     model.eval()
-    idx = torch.tensor([ckpt.tokenizer.encode(args.prompt)])
+    idx = torch.tensor([pretrained.tokenizer.encode(args.prompt)])
     if idx.shape[1] == 0:
         raise GptclsError("the prompt is empty")
     gen = torch.Generator().manual_seed(args.seed)
     out = generate(model, idx, args.max_new_tokens, args.temperature, args.top_k,
-                   eos_id=ckpt.tokenizer.eot_id, generator=gen)
-    print(ckpt.tokenizer.decode(out[0].tolist()))
+                   eos_id=pretrained.tokenizer.eot_id, generator=gen)
+    print(pretrained.tokenizer.decode(out[0].tolist()))
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    from gptcls.models.lora import merge_run
+    from gptcls.classifier.run_dir import merge_run
 
     print(f"merged LoRA adapters into {merge_run(args.run_dir, args.out)}")
 
@@ -231,7 +229,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
 
 def cmd_import_book(args: argparse.Namespace) -> None:
-    from gptcls.classifier.classifier import import_book_state_dict
+    from gptcls.classifier.book import import_book_state_dict
 
     labels = [s.strip() for s in args.labels.split(",") if s.strip()]
     import_book_state_dict(args.pth, args.out, labels, args.max_length, args.n_heads)
@@ -282,9 +280,10 @@ COMMANDS = {"train": cmd_train, "classify": cmd_classify, "evaluate": cmd_evalua
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from gptcls.training.loop import configure_threads
+        if args.command != "train":  # train checks its options first, torch-free
+            from gptcls.device import configure_threads
 
-        configure_threads()
+            configure_threads()
         COMMANDS[args.command](args)
     except GptclsError as exc:
         print(f"gptcls: error: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Classification metrics with numpy only: what `evaluate` reports, prints and plots.
+"""Classification metrics with numpy only: the numbers `evaluate` reports and prints.
 
 Definitions follow scikit-learn (the tests cross-check them), so numbers are comparable with
 other tools: a zero division gives 0 (never NaN, never a warning), macro averages run over the
@@ -9,9 +9,6 @@ precision is the step-wise (non-interpolated) area under the precision-recall cu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import numpy as np
 
@@ -46,12 +43,10 @@ def classification_report(
         raise GptclsError("no examples to evaluate")
     if y.min() < 0 or y.max() >= k:
         raise ValueError(f"y_true must hold class indices 0..{k - 1}")
-    pred = predict(p, threshold)
-    cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    cm = confusion_matrix(y, predict(p, threshold), k)
     tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
     precision, recall = _div(tp, predicted), _div(tp, support)
-    f1 = _div(2 * tp, support + predicted)
-    present = (support + predicted) > 0
+    f1, present = _f1(cm)
     report: dict = {
         "n": int(len(y)),
         "labels": list(labels),
@@ -73,6 +68,29 @@ def classification_report(
     }
     report["headline"] = "macro_f1" if report["imbalanced"] else "accuracy"
     return report
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int
+                     ) -> np.ndarray:
+    """(n_classes, n_classes) counts: rows = true class, columns = predicted class."""
+    y = np.asarray(y_true, dtype=np.int64)
+    pred = np.asarray(y_pred, dtype=np.int64)
+    k = n_classes
+    return np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+
+
+def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> float:
+    """Unweighted mean of per-class F1 over the classes present in y_true or y_pred (as
+    scikit-learn's average="macro"): a class absent from both is left out, not scored 0.
+    The one definition: the report's macro-F1 and early stopping on val_f1 both use it."""
+    f1, present = _f1(confusion_matrix(y_true, y_pred, n_classes))
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def _f1(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class F1 and which classes occur in the true or predicted labels."""
+    tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    return _div(2 * tp, support + predicted), (support + predicted) > 0
 
 
 def format_report(report: dict) -> str:
@@ -219,71 +237,3 @@ def threshold_for_max_fpr(y_true: Sequence[int], p_pos: Sequence[float], max_fpr
     if not ok[0]:
         return float(np.nextafter(thr[0], np.inf))
     return float(thr[ok][-1])
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _pyplot() -> ModuleType:
-    # Imported here, not at module level: matplotlib is slow to import and `evaluate`
-    # without plots (and every metrics test) should not pay for it.
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never open a window
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_confusion_matrix(cm: Sequence[Sequence[int]], labels: list[str], path_png: Path) -> Path:
-    """Counts with rows = true class, columns = predicted; cells shaded by row share."""
-    plt = _pyplot()
-    counts = np.asarray(cm, dtype=np.int64)
-    shares = _div(counts, counts.sum(axis=1, keepdims=True).repeat(len(labels), axis=1))
-    size = max(3.5, 0.6 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), v in np.ndenumerate(counts):
-        ax.text(j, i, f"{v:,}", ha="center", va="center",
-                color="white" if shares[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 4 else 0)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    return _save(plt, fig, path_png)
-
-
-def plot_pr_curve(y_true: Sequence[int], p_pos: Sequence[float], path_png: Path) -> Path:
-    """Precision against recall, with the no-skill line at the positive rate."""
-    plt = _pyplot()
-    precision, recall, _ = precision_recall_curve(y_true, p_pos)
-    ap = average_precision(y_true, p_pos)
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.step(recall, precision, where="post")
-    ax.axhline(float(np.mean(y_true)), linestyle="--", color="grey", label="no skill")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-           title="precision-recall" + (f" (AP {ap:.3f})" if ap is not None else ""))
-    ax.legend(loc="lower left")
-    return _save(plt, fig, path_png)
-
-
-def plot_roc_curve(y_true: Sequence[int], p_pos: Sequence[float], path_png: Path) -> Path:
-    """True-positive rate against false-positive rate, with the chance diagonal."""
-    plt = _pyplot()
-    fpr, tpr, _ = roc_curve(y_true, p_pos)
-    auc = roc_auc(y_true, p_pos)
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot(fpr, tpr)
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
-    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.02),
-           title="ROC" + (f" (AUC {auc:.3f})" if auc is not None else ""))
-    return _save(plt, fig, path_png)
-
-
-def _save(plt: ModuleType, fig: Any, path_png: Path) -> Path:
-    path = Path(path_png)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path

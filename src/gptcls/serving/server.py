@@ -189,8 +189,6 @@ def create_app(source: Any, max_batch: int = 64, max_wait_ms: float = 5.0, max_t
     """The FastAPI app for a run directory (path) or a loaded `Classifier`."""
     try:
         from fastapi import FastAPI
-        from fastapi.responses import FileResponse, JSONResponse
-        from fastapi.staticfiles import StaticFiles
     except ImportError:
         raise GptclsError("serving needs the serve extra: pip install 'gptcls[serve]'") from None
 
@@ -214,6 +212,16 @@ def create_app(source: Any, max_batch: int = 64, max_wait_ms: float = 5.0, max_t
                   description="Text classification with a fine-tuned GPT-style model.")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.state.batcher, app.state.classifier = batcher, clf
+    _add_routes(app, clf, batcher, info, max_texts, max_chars)
+    return app
+
+
+def _add_routes(app: Any, clf: Any, batcher: MicroBatcher, info: dict[str, Any],
+                max_texts: int, max_chars: int) -> None:
+    """The API (/v1/classify, /v1/model, /healthz) and the page at / with its /static files."""
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+
     request_model, response_model = _models()
     static = Path(str(resources.files("gptcls.serving").joinpath("static")))
     app.mount("/static", StaticFiles(directory=static), name="static")
@@ -246,8 +254,6 @@ def create_app(source: Any, max_batch: int = 64, max_wait_ms: float = 5.0, max_t
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(static / "index.html")
-
-    return app
 
 
 def _check_texts(texts: list[str], max_texts: int, max_chars: int) -> str | None:

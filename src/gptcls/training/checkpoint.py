@@ -9,7 +9,6 @@ moment leaves either the previous checkpoint or the new one, never half of one.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from gptcls.errors import GptclsError
+from gptcls.files import atomic_write
 
 STATE_FILE = "train-state.pt"
 
@@ -73,10 +73,7 @@ class Checkpointer:
             "stopper": None if stopper is None else {
                 "best": stopper.best, "best_epoch": stopper.best_epoch, "state": stopper.state},
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda f: torch.save(payload, f))
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.is_file():

@@ -4,14 +4,13 @@ Chapter 6's bonus table changes one design choice at a time (token position, tra
 context length, ...). A grid makes such a table reproducible: each combination is an ordinary
 run directory, a failed run becomes a row with its error instead of ending the grid, and a rerun
 reuses the runs that finished with the same settings, so a killed grid resumes where it stopped.
-Keys are `gptcls train`'s option names; the valid ones are read from the option dataclasses, so
-options added to training are grid keys at once.
+Keys are `gptcls train`'s option names (gptcls.options.OPTIONS), so options added to training are
+grid keys at once.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import itertools
 import json
@@ -137,14 +136,10 @@ def build_spec(config: str | Path | None = None, sets: Sequence[str] = (),
 
 
 def valid_keys() -> set[str]:
-    """Every option `options_with_recipe` accepts, read from the dataclasses at runtime."""
-    from gptcls.data.splits import DataOptions
-    from gptcls.training.loop import TrainConfig
-    from gptcls.training.pipeline import RunOptions
+    """Every train option; not `out`: the grid sets it, one run directory per combination."""
+    from gptcls.options import OPTIONS
 
-    names = {f.name for cls in (RunOptions, TrainConfig, DataOptions)
-             for f in dataclasses.fields(cls)}
-    return names - {"out"}  # the grid sets it: one run directory per combination
+    return set(OPTIONS)
 
 
 def check_keys(keys: Sequence[str] | set[str]) -> None:
@@ -165,24 +160,11 @@ def combinations(spec: GridSpec) -> list[dict[str, Any]]:
             for combo in itertools.product(*(spec.grid[k] for k in keys))]
 
 
-def _coerce(settings: dict[str, Any]) -> dict[str, Any]:
-    """Values whose option type YAML and --set cannot write directly (split fractions)."""
-    from gptcls.data.splits import parse_fractions
-
-    out = dict(settings)
-    split = out.get("split")
-    if isinstance(split, str):
-        out["split"] = parse_fractions(split)
-    elif isinstance(split, list):
-        out["split"] = tuple(float(x) for x in split)
-    return out
-
-
 def options_for(settings: dict[str, Any], run_dir: Path):
     """RunOptions of one combination: its model's recipe, then the settings (None: recipe's)."""
-    from gptcls.training.pipeline import DEFAULT_MODEL, options_with_recipe
+    from gptcls.options import DEFAULT_MODEL, options_with_recipe
 
-    rest = _coerce(settings)
+    rest = dict(settings)
     model = rest.pop("model", None) or DEFAULT_MODEL
     return options_with_recipe(run_dir, str(model), **rest)
 
@@ -282,7 +264,7 @@ def _progress(row: dict[str, Any]) -> str:
 def make_row(run_dir: Path, settings: dict[str, Any], metrics: dict[str, Any] | None,
              status: str, error: str = "") -> dict[str, Any]:
     """One table row: the book's columns from the run's metrics (settings for a failed run)."""
-    from gptcls.training.pipeline import DEFAULT_MODEL
+    from gptcls.options import DEFAULT_MODEL
 
     m = metrics or {}
     test_report = m.get("reports", {}).get("test", {})

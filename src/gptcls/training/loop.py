@@ -10,7 +10,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,8 @@ from gptcls.device import (  # noqa: F401  (re-exported: gptcls.training.loop wa
 )
 from gptcls.distributed import Dist, check_batch, share, wrap
 from gptcls.errors import GptclsError
+from gptcls.evaluation.metrics import macro_f1
+from gptcls.options import EARLY_STOPPING, LR_SCHEDULES, TrainConfig
 from gptcls.training.checkpoint import Checkpointer, LoopState, load_trainable, trainable_state
 from gptcls.training.trunk_cache import (  # noqa: F401  (re-exported)
     Store,
@@ -37,42 +38,6 @@ from gptcls.training.trunk_cache import (  # noqa: F401  (re-exported)
     trunk_fingerprint,
     unique_sequences,
 )
-
-
-@dataclass
-class TrainConfig:
-    """A training recipe. The defaults are chapter 6's."""
-
-    epochs: int = 5
-    batch_size: int = 8
-    lr: float = 5e-5
-    head_lr: float | None = None  # None: same as lr
-    weight_decay: float = 0.1
-    eval_freq: int = 50  # steps between loss evaluations
-    eval_iter: int = 5  # batches per evaluation
-    seed: int = 123
-    cache_trunk: bool = True
-    max_cache_mb: float = 4096.0  # above this the trunk is not cached (runs every step)
-    bucket: bool = True
-    class_weights: list[float] | None = None
-    lr_schedule: str = "constant"  # constant | linear | cosine (decay to 0 after warmup)
-    warmup_steps: int = 0
-    # val_loss | val_f1: evaluate all of validation each epoch, restore the best epoch's weights
-    early_stopping: str | None = None
-    patience: int | None = None  # epochs without improvement before stopping (None: never)
-    # Compute dtype of the frozen trunk: auto = bf16 where the hardware has native bf16 (CUDA,
-    # AVX512-BF16/AMX CPUs: ~2.5x faster there), else fp32. The trainable top is always fp32 on
-    # CPU. Tests of exactness pass fp32.
-    precision: str = "auto"
-    # A folder to keep trunk activations in across runs (seeds, grids): same weights, texts,
-    # depth and precision -> the trunk is read back instead of recomputed. None: in memory only.
-    trunk_cache_dir: str | None = None
-    grad_accum: int = 1  # micro-batches per optimizer step (batch_size 1 + accum: no padding)
-    checkpoint_every: int | None = None  # steps between checkpoints (also one per epoch)
-
-
-LR_SCHEDULES = ("constant", "linear", "cosine")
-EARLY_STOPPING = ("val_loss", "val_f1")
 
 
 def logits_for(model: torch.nn.Module, store: Store, idx: Sequence[int],
@@ -276,7 +241,10 @@ def _early_stop_epoch(model: ClassifierModel, val_store: Store, device: torch.de
                       hist: dict[str, list], log: Callable[[str], None]) -> bool:
     """Evaluate all of validation, update the stopper; True when patience ran out."""
     va = evaluate(model, val_store, full_batches(val_store), device, weights)
-    va["macro_f1"] = macro_f1(val_store.labels, va["probs"].argmax(-1), va["probs"].shape[1])
+    # The report's definition (evaluation.metrics), so the best epoch is picked by the number
+    # the report shows.
+    va["macro_f1"] = macro_f1(val_store.labels.numpy(), va["probs"].argmax(-1).numpy(),
+                              va["probs"].shape[1])
     hist.setdefault("val_full_losses", []).append(va["loss"])
     hist.setdefault("val_macro_f1", []).append(va["macro_f1"])
     stop = stopper.update(model, epoch + 1, va)
@@ -284,16 +252,6 @@ def _early_stop_epoch(model: ClassifierModel, val_store: Store, device: torch.de
         log(f"early stopping after epoch {epoch + 1}: no better {stopper.metric} for "
             f"{stopper.patience} epoch(s)")
     return stop
-
-
-def macro_f1(y: torch.Tensor, pred: torch.Tensor, n_classes: int) -> float:
-    """Unweighted mean of per-class F1 (a class absent from both y and pred scores 0)."""
-    f1s = []
-    for c in range(n_classes):
-        tp = int(((pred == c) & (y == c)).sum())
-        denom = int((pred == c).sum()) + int((y == c).sum())
-        f1s.append(2 * tp / denom if denom else 0.0)
-    return sum(f1s) / n_classes
 
 
 def _sample(store: Store, cfg: TrainConfig, gen: torch.Generator) -> list[list[int]]:

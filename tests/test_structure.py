@@ -1,0 +1,160 @@
+"""The package's shape: no import cycles between gptcls modules (imports inside functions count),
+no module importing another's private name, no module over 400 lines."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "gptcls"
+MAX_LINES = 400
+
+
+def module_files() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the package."""
+    modules = {}
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+MODULES = module_files()
+
+
+def is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def imports(name: str) -> Iterator[tuple[str, list[str], int]]:
+    """(imported gptcls module, names taken from it, line) for every import statement of a
+    module, at any depth: module level, inside functions, under `if TYPE_CHECKING`."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"), str(MODULES[name]))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == PACKAGE:
+                    yield alias.name, [], node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the module's own package, then up
+                base = name.split(".") if is_package(name) else name.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] == PACKAGE:
+                yield target, [a.name for a in node.names], node.lineno
+
+
+def edges(name: str) -> set[str]:
+    """The gptcls modules `name` imports: `from pkg import sub` counts as importing pkg.sub."""
+    out = set()
+    for target, names, _ in imports(name):
+        submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES]
+        out.update(submodules)
+        if len(submodules) < len(names) or not names:
+            while target not in MODULES and "." in target:  # `import gptcls.x.y` of a name
+                target = target.rsplit(".", 1)[0]
+            out.add(target)
+    out.discard(name)
+    return out
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (a list of modules, the first repeated at the end) per strongly connected
+    component of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return [cycle_in(graph, set(c)) for c in components]
+
+
+def cycle_in(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """A shortest cycle through the component's first module (breadth-first search)."""
+    start = min(component)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in sorted(graph[v] & component):
+            if w == start:
+                return paths[v] + [start]
+            if w not in paths:
+                paths[w] = paths[v] + [w]
+                queue.append(w)
+    return sorted(component)  # unreachable for a strongly connected component
+
+
+def test_the_module_list_covers_the_package():
+    assert {"gptcls", "gptcls.cli.main", "gptcls.classifier.model"} <= set(MODULES)
+    graph = {m: edges(m) for m in MODULES}
+    assert "gptcls.classifier.model" in graph["gptcls.classifier.run_dir"]
+    assert sum(len(e) for e in graph.values()) > len(MODULES)  # the walk sees the imports
+
+
+def test_cycle_finder_sees_function_level_and_submodule_imports():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    graph = {m: edges(m) for m in MODULES}
+    found = cycles(graph)
+    for cycle in found:
+        print("import cycle: " + " -> ".join(cycle))
+    assert not found, f"{len(found)} import cycle(s): " + "; ".join(" -> ".join(c) for c in found)
+
+
+def test_no_module_imports_a_private_name_of_another():
+    offenders = []
+    for name in MODULES:
+        for target, names, line in imports(name):
+            private = [n for n in [*names, *target.split(".")]
+                       if n.startswith("_") and not n.startswith("__")]
+            if private:
+                offenders.append(f"{MODULES[name].relative_to(SRC)}:{line} imports "
+                                 f"{', '.join(private)} from {target}")
+    for offender in offenders:
+        print(offender)
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_module_over_400_lines():
+    lengths = {name: len(path.read_text(encoding="utf-8").splitlines())
+               for name, path in MODULES.items()}
+    longest = max(lengths, key=lengths.__getitem__)
+    print(f"longest module: {longest} ({lengths[longest]} lines)")
+    too_long = {n: k for n, k in sorted(lengths.items()) if k > MAX_LINES}
+    assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
