@@ -158,3 +158,36 @@ def test_no_module_over_400_lines():
     print(f"longest module: {longest} ({lengths[longest]} lines)")
     too_long = {n: k for n, k in sorted(lengths.items()) if k > MAX_LINES}
     assert not too_long, f"modules over {MAX_LINES} lines: {too_long}"
+
+
+def top_level_names(name: str) -> set[str]:
+    """Names a module defines itself: functions, classes and assignments at module level
+    (including under `if`/`try`), not names it imported."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in tree.body:
+        for sub in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
+            if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found.add(sub.name)
+            elif isinstance(sub, (ast.Assign, ast.AnnAssign)):
+                targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
+                found |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return found
+
+
+def test_names_are_imported_from_the_module_that_defines_them():
+    """No re-export shims: `from gptcls.x import f` only where gptcls.x defines f (or f is a
+    submodule). Moving a name means updating its callers, so the code says where things live."""
+    offenders = []
+    for name in MODULES:
+        for target, names, line in imports(name):
+            if target not in MODULES:
+                continue
+            foreign = [n for n in names if n not in top_level_names(target)
+                       and f"{target}.{n}" not in MODULES]
+            if foreign:
+                offenders.append(f"{MODULES[name].relative_to(SRC)}:{line} imports "
+                                 f"{', '.join(foreign)} from {target}, which does not define it")
+    for offender in offenders:
+        print(offender)
+    assert not offenders, "\n".join(offenders)

@@ -96,6 +96,10 @@ class TrainConfig:
     head_lr: float | None = option(None, "learning rate of the head (default: --lr)",
                                    "training", recipe=True)
     weight_decay: float = option(0.1, "AdamW weight decay", "training", recipe=True)
+    label_smoothing: float = option(
+        0.0, "spread this much of each target's probability over all classes (0: none, the "
+        "chapter's); softens overconfident predictions", "training", recipe=True, minimum=0,
+        below=1)
     eval_freq: int = option(50, "steps between loss evaluations", "training", minimum=1)
     eval_iter: int = option(5, "batches per loss evaluation", "training", minimum=1)
     seed: int = option(123, "training seed (head initialisation, batch order)", "training")
@@ -325,6 +329,8 @@ def check_values(opts: RunOptions) -> None:
             raise GptclsError(f"unknown {o.label} {v!r}; choose one of: {', '.join(o.choices)}")
         if o.minimum is not None and v < o.minimum:
             raise GptclsError(f"{o.name} must be at least {o.minimum:g}, got {v}")
+        if o.below is not None and v >= o.below:
+            raise GptclsError(f"{o.name} must be below {o.below:g}, got {v}")
     if opts.context not in CONTEXTS:
         parse_context(opts.context)
     if not opts.merge_lora and opts.trainable != "lora":

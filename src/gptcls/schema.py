@@ -24,13 +24,16 @@ class Shortcut:
 
 def option(default: Any, help: str, group: str, *, flags: tuple[str, ...] | None = None,
            choices: tuple[str, ...] | None = None, recipe: bool = False,
-           minimum: float | None = None, metavar: str | None = None, label: str | None = None,
+           minimum: float | None = None, below: float | None = None,
+           metavar: str | None = None, label: str | None = None,
            in_config: bool = False, shortcut: Shortcut | None = None, via: str | None = None
            ) -> Any:
     """A dataclass field that is a train option. flags: default `--name-with-dashes`, or
-    `--no-name` for a boolean that defaults to True; () with `via`: set through another flag."""
+    `--no-name` for a boolean that defaults to True; () with `via`: set through another flag.
+    minimum (inclusive) and below (exclusive) bound a number."""
     meta = {"help": help, "group": group, "flags": flags, "choices": choices, "recipe": recipe,
-            "minimum": minimum, "metavar": metavar, "label": label, "in_config": in_config,
+            "minimum": minimum, "below": below, "metavar": metavar, "label": label,
+            "in_config": in_config,
             "shortcut": shortcut, "via": via}
     return field(default=default, metadata={"option": meta})
 
@@ -49,6 +52,7 @@ class Option:
     choices: tuple[str, ...] | None
     recipe: bool
     minimum: float | None
+    below: float | None
     metavar: str | None
     label: str
     in_config: bool
@@ -85,7 +89,8 @@ def declared(section: str, cls: type) -> list[Option]:
             flags = (("--no-" if kind is bool and f.default is True else "--")
                      + f.name.replace("_", "-"),)
         out.append(Option(f.name, section, kind, f.default, meta["help"], meta["group"], flags,
-                          meta["choices"], meta["recipe"], meta["minimum"], meta["metavar"],
+                          meta["choices"], meta["recipe"], meta["minimum"], meta["below"],
+                          meta["metavar"],
                           meta["label"] or f.name, meta["in_config"], meta["shortcut"],
                           meta["via"]))
     return out

@@ -7,7 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from gptcls.classifier.classifier import Classifier, _windows
+from gptcls.classifier.classifier import Classifier
+from gptcls.classifier.encoding import windows
 from gptcls.cli.main import main
 
 TOPICS = {
@@ -94,9 +95,9 @@ def test_long_texts_are_chunked_and_reduced(tiny_run):
         # A short text is one window: chunking changes nothing for it.
         np.testing.assert_allclose(probs[1], clf.predict_proba([short])[0], atol=1e-6)
     ids = clf.tokenizer.encode(long_text)
-    windows = _windows(ids, clf.config.max_length)
-    assert len(windows) > 2 and windows[-1] == ids[-clf.config.max_length:]
-    assert all(len(w) == clf.config.max_length for w in windows)
+    parts = windows(ids, clf.config.max_length)
+    assert len(parts) > 2 and parts[-1] == ids[-clf.config.max_length:]
+    assert all(len(w) == clf.config.max_length for w in parts)
 
 
 def test_tail_truncation_keeps_the_end(sms_path, tmp_path):

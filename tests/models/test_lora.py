@@ -18,8 +18,9 @@ from gptcls.models import build_backbone, preset_config
 from gptcls.models.lora import LoRALinear, apply_lora, has_lora, merge_lora, resolve_targets
 from gptcls.models.tokenizers.gpt2 import gpt2_tokenizer
 from gptcls.options import TrainConfig
-from gptcls.training.loop import build_store, train
+from gptcls.training.loop import train
 from gptcls.training.pipeline import _use_cache
+from gptcls.training.trunk_cache import build_store
 
 CPU = torch.device("cpu")
 MODELS = ["gpt2-tiny", "llama-tiny"]

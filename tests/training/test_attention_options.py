@@ -13,7 +13,8 @@ from gptcls.classifier.model import ClassifierModel
 from gptcls.cli.main import main
 from gptcls.models import build_backbone, preset_config
 from gptcls.options import TrainConfig
-from gptcls.training.loop import build_store, train
+from gptcls.training.loop import train
+from gptcls.training.trunk_cache import build_store
 
 
 def bidirectional(name: str, pooling: str = "last", blocks: int = 1, seed: int = 0):

@@ -10,7 +10,9 @@ from sklearn import metrics as skm
 from gptcls.classifier.model import ClassifierModel
 from gptcls.evaluation.metrics import classification_report, macro_f1
 from gptcls.models import build_backbone, preset_config
-from gptcls.training.loop import TrainConfig, build_store, evaluate, full_batches, train
+from gptcls.options import TrainConfig
+from gptcls.training.loop import evaluate, train
+from gptcls.training.trunk_cache import build_store, full_batches
 
 
 def _one_hot(pred: list[int], k: int) -> torch.Tensor:

@@ -9,13 +9,8 @@ from helpers import CPU, synthetic, tiny_classifier
 from gptcls.errors import GptclsError
 from gptcls.options import TrainConfig
 from gptcls.training.checkpoint import Checkpointer
-from gptcls.training.loop import (
-    _step,
-    build_store,
-    make_optimizer,
-    make_scheduler,
-    train,
-)
+from gptcls.training.loop import _step, make_optimizer, make_scheduler, train
+from gptcls.training.trunk_cache import build_store
 
 
 def test_accumulated_micro_batches_equal_one_big_batch():

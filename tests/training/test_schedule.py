@@ -9,13 +9,8 @@ from helpers import CPU, synthetic, tiny_classifier
 from gptcls.errors import GptclsError
 from gptcls.evaluation.metrics import macro_f1
 from gptcls.options import TrainConfig
-from gptcls.training.loop import (
-    build_store,
-    evaluate,
-    full_batches,
-    make_scheduler,
-    train,
-)
+from gptcls.training.loop import evaluate, make_scheduler, train
+from gptcls.training.trunk_cache import build_store, full_batches
 
 
 def lrs(cfg: TrainConfig, total: int) -> list[float]:

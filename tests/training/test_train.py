@@ -4,18 +4,12 @@ import pytest
 import torch
 from helpers import CPU, synthetic, tiny_classifier
 
-from gptcls.classifier.encoding import pad_batch
+from gptcls.classifier.encoding import make_batches, pad_batch
 from gptcls.classifier.model import ClassifierModel
 from gptcls.models import build_backbone, preset_config
 from gptcls.options import TrainConfig
-from gptcls.training.loop import (
-    Store,
-    build_store,
-    evaluate,
-    full_batches,
-    make_batches,
-    train,
-)
+from gptcls.training.loop import evaluate, train
+from gptcls.training.trunk_cache import Store, build_store, full_batches
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny"])
@@ -154,3 +148,20 @@ def test_last_plus_mean_pooling_feeds_both_features_to_the_head():
     h = model.backbone.hidden_states(ids[None])[0]  # (T, C)
     expected = model.head(torch.cat([h[-1], h.mean(0)]))
     torch.testing.assert_close(model(*pad_batch([ids]))[0], expected, atol=1e-5, rtol=0)
+
+
+def test_label_smoothing_keeps_predictions_off_certainty():
+    """--label-smoothing S: the targets become (1 - S) + S/K for the true class, so training
+    longer pushes the true-class probability towards that, never to 1 (without: towards 1)."""
+    ids, labels = synthetic()
+    top = {}
+    for smoothing in (0.0, 0.4):
+        cfg = TrainConfig(epochs=30, batch_size=16, lr=3e-3, eval_freq=1000, eval_iter=1,
+                          seed=5, label_smoothing=smoothing)
+        model = tiny_classifier("gpt2-tiny", blocks=2, seed=1)
+        tr = build_store(model, ids, labels, True, CPU)
+        train(model, tr, tr, cfg, CPU, log=lambda m: None)
+        probs = evaluate(model, tr, full_batches(tr), CPU)["probs"]
+        top[smoothing] = float(probs.max(dim=1).values.mean())
+    assert top[0.4] < 0.8 + 0.02  # the smoothed target for the true class: 0.6 + 0.4 / 2
+    assert top[0.0] > top[0.4] + 0.05

@@ -1,4 +1,4 @@
-"""The user-facing Python API: load a run directory, classify texts."""
+"""The Classifier: a run directory loaded for prediction, with its training preprocessing."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ import numpy as np
 import torch
 
 from gptcls.classifier.config import ClassifierConfig
-from gptcls.classifier.encoding import encode_texts, pad_batch
+from gptcls.classifier.encoding import (
+    encode_texts,
+    length_batches,
+    pad_batch,
+    unique_sequences,
+    windows,
+)
 from gptcls.classifier.model import ClassifierModel
 from gptcls.classifier.run_dir import load_run, save_run
+from gptcls.device import autocast, device_for
 from gptcls.errors import GptclsError
 from gptcls.models.tokenizers.base import Tokenizer
-from gptcls.training.loop import PRECISIONS, autocast, device_for, length_batches, unique_sequences
+from gptcls.options import PRECISIONS
 
 
 class Classifier:
@@ -71,15 +78,15 @@ class Classifier:
         if long_text != "chunk" or chunk_reduce not in ("mean", "max"):
             raise GptclsError(f"unknown long-text mode {long_text!r}/{chunk_reduce!r}")
         _check_texts(texts)
-        windows, owner = [], []
+        chunks, owner = [], []
         for i, seq in enumerate(self.tokenizer.encode_batch(list(texts))):
-            for w in _windows(seq, self.config.max_length):
-                windows.append(w)
+            for w in windows(seq, self.config.max_length):
+                chunks.append(w)
                 owner.append(i)
         if self.config.pooling == "last-position":
             pad = self.tokenizer.pad_id
-            windows = [w + [pad] * (self.config.max_length - len(w)) for w in windows]
-        probs, index = self._run(windows), np.array(owner)
+            chunks = [w + [pad] * (self.config.max_length - len(w)) for w in chunks]
+        probs, index = self._run(chunks), np.array(owner)
         out = np.zeros((len(texts), probs.shape[1]), dtype=np.float32)
         if chunk_reduce == "mean":
             np.add.at(out, index, probs)
@@ -143,12 +150,3 @@ def _check_texts(texts: Sequence[str]) -> None:
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
             raise GptclsError(f"text {i + 1} is empty; nothing to classify")
-
-
-def _windows(seq: list[int], size: int) -> list[list[int]]:
-    """Half-overlapping windows of `size` tokens covering `seq`; the last one ends at its end."""
-    if len(seq) <= size:
-        return [seq]
-    stride = max(1, size // 2)
-    starts = list(range(0, len(seq) - size, stride)) + [len(seq) - size]
-    return [seq[s:s + size] for s in starts]

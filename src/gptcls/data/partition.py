@@ -10,7 +10,7 @@ import numpy as np
 
 from gptcls.data.examples import SPLIT_NAMES, Example, label_mapping
 from gptcls.errors import GptclsError
-from gptcls.options import check_fractions
+from gptcls.schema import check_fractions
 
 
 def balance_undersample(examples: Sequence[Example], seed: int = 123) -> list[Example]:

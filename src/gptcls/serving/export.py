@@ -41,6 +41,7 @@ from gptcls.classifier.config import ClassifierConfig
 from gptcls.classifier.model import ClassifierModel
 from gptcls.classifier.run_dir import load_run, read_run_config
 from gptcls.errors import GptclsError
+from gptcls.files import save_safetensors
 from gptcls.models.tokenizers import load_tokenizer
 from gptcls.models.tokenizers.base import Tokenizer
 
@@ -87,7 +88,6 @@ class GptclsLlamaForSequenceClassification(LlamaForSequenceClassification):
 
 def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write `out/` (config.json, model.safetensors, tokenizer files) for transformers."""
-    from safetensors.torch import save_file
 
     config, model, tokenizer = load_run(Path(run_dir))
     llama_poolings = ("last", "mean", "last+mean")
@@ -103,8 +103,8 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     family = config.model.family
     sd = _hf_gpt2(model) if family == "gpt2" else _hf_llama(model)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_safetensors(out / "model.safetensors", {k: v.contiguous() for k, v in sd.items()},
+                     metadata={"format": "pt"})
     hf_config = _hf_gpt2_config(config, tokenizer) if family == "gpt2" \
         else _hf_llama_config(config, tokenizer)
     hf_config.update(_common_config(config, tokenizer))

@@ -1,7 +1,7 @@
 """The training loop and evaluation, as plain functions.
 
-Data reaches the loop as a `Store` (store.py): per-example inputs that are either token ids (the
-model runs whole) or cached trunk activations (only the trainable top runs).
+Data reaches the loop as a `Store` (trunk_cache.py): per-example inputs that are either token
+ids (the model runs whole) or cached trunk activations (only the trainable top runs).
 """
 
 from __future__ import annotations
@@ -15,29 +15,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gptcls.classifier.encoding import make_batches
 from gptcls.classifier.model import ClassifierModel
-from gptcls.device import (  # noqa: F401  (re-exported: gptcls.training.loop was their first home)
-    PRECISIONS,
-    autocast,
-    configure_threads,
-    device_for,
-    physical_cores,
-)
+from gptcls.device import autocast
 from gptcls.distributed import Dist, check_batch, share, wrap
 from gptcls.errors import GptclsError
 from gptcls.evaluation.metrics import macro_f1
 from gptcls.options import EARLY_STOPPING, LR_SCHEDULES, TrainConfig
 from gptcls.training.checkpoint import Checkpointer, LoopState, load_trainable, trainable_state
-from gptcls.training.trunk_cache import (  # noqa: F401  (re-exported)
-    Store,
-    build_store,
-    cache_size_mb,
-    full_batches,
-    length_batches,
-    make_batches,
-    trunk_fingerprint,
-    unique_sequences,
-)
+from gptcls.training.trunk_cache import Store, full_batches
 
 
 def logits_for(model: torch.nn.Module, store: Store, idx: Sequence[int],
@@ -155,7 +141,8 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
             st.order = st.order[: len(st.order) - len(st.order) % cfg.grad_accum]
         while st.batch < len(st.order):
             group = st.order[st.batch: st.batch + cfg.grad_accum]
-            loss = _step(runner, train_store, group, opt, sched, device, weights, dist)
+            loss = _step(runner, train_store, group, opt, sched, device, weights, dist,
+                         cfg.label_smoothing)
             st.batch += len(group)
             st.step += 1
             st.examples_seen += sum(len(idx) for idx in group)
@@ -179,7 +166,8 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
 
 def _step(model: torch.nn.Module, store: Store, group: list[list[int]],
           opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
-          device: torch.device, weights: torch.Tensor | None, dist: Dist | None = None) -> float:
+          device: torch.device, weights: torch.Tensor | None, dist: Dist | None = None,
+          label_smoothing: float = 0.0) -> float:
     """One optimizer step over `group` micro-batches; returns this process's share of their
     mean loss. Each process takes its share of every micro-batch; scaling by world / batch
     size makes DDP's gradient average the gradient of the whole batch's mean loss."""
@@ -189,7 +177,8 @@ def _step(model: torch.nn.Module, store: Store, group: list[list[int]],
     total = 0.0
     for idx in group:
         logits, y = logits_for(model, store, share(idx, dist), device)
-        loss = F.cross_entropy(logits, y, weight=weights, reduction="sum")
+        loss = F.cross_entropy(logits, y, weight=weights, reduction="sum",
+                               label_smoothing=label_smoothing)
         if weights is not None:  # a weighted mean divides by the batch's summed weights
             loss = loss * len(idx) / float(weights[store.labels[idx]].sum())
         loss = loss * dist.world / len(idx) / len(group)

@@ -1,4 +1,5 @@
-"""One training run end to end: data -> checkpoint -> classifier -> cache -> train -> run dir."""
+"""One training run end to end: data -> pretrained weights -> classifier -> trunk cache -> train
+-> run directory."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from gptcls.classifier.model import ClassifierModel
 from gptcls.classifier.run_dir import save_run
 from gptcls.data.examples import SPLIT_NAMES
 from gptcls.data.splits import Splits, load_splits
-from gptcls.device import resolve_precision
+from gptcls.device import device_for, resolve_precision
 from gptcls.distributed import finish, from_env, local_device
 from gptcls.errors import GptclsError
 from gptcls.evaluation.metrics import classification_report, threshold_for_max_fpr
@@ -38,14 +39,12 @@ from gptcls.options import (
     value,
 )
 from gptcls.training.checkpoint import STATE_FILE, Checkpointer
-from gptcls.training.loop import (
+from gptcls.training.loop import evaluate, train
+from gptcls.training.trunk_cache import (
     Store,
     build_store,
     cache_size_mb,
-    device_for,
-    evaluate,
     full_batches,
-    train,
     trunk_fingerprint,
 )
 

@@ -1,4 +1,4 @@
-"""Per-example model inputs (token ids or cached frozen-trunk activations) and their batching.
+"""Per-example model inputs: token ids or cached frozen-trunk activations (the trunk cache).
 
 The trunk (every layer below the first trainable block) is frozen, so its output for a text
 never changes during training: `build_store` computes it once per distinct text, keeping only
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from gptcls.classifier.encoding import pad_batch
+from gptcls.classifier.encoding import length_batches, pad_batch, unique_sequences
 from gptcls.classifier.model import ClassifierModel
 from gptcls.device import autocast
 from gptcls.distributed import Dist, gather_dict
@@ -43,26 +43,6 @@ class Store:
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, lengths = pad_batch([self.items[i] for i in idx])
         return x.to(device), lengths.to(device), self.labels[list(idx)].to(device)
-
-
-def make_batches(lengths: Sequence[int], batch_size: int, shuffle: bool = False,
-                 generator: torch.Generator | None = None, drop_last: bool = False,
-                 bucket: bool = True, order: Sequence[int] | None = None) -> list[list[int]]:
-    """Index batches. Bucketing sorts by length within windows of 50 batches, then shuffles
-    the batches, so a batch holds texts of similar length yet the order stays random."""
-    idx = list(order) if order is not None else list(range(len(lengths)))
-    if shuffle:
-        idx = [idx[i] for i in torch.randperm(len(idx), generator=generator).tolist()]
-    if drop_last:
-        idx = idx[: len(idx) - len(idx) % batch_size]
-    if bucket:
-        window = batch_size * 50
-        idx = [i for w in range(0, len(idx), window)
-               for i in sorted(idx[w:w + window], key=lambda j: lengths[j])]
-    batches = [idx[b:b + batch_size] for b in range(0, len(idx), batch_size)]
-    if shuffle and bucket:
-        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-    return batches
 
 
 @torch.inference_mode()
@@ -139,36 +119,8 @@ def _read_activations(path: Path) -> list[torch.Tensor]:
     return list(torch.split(d["flat"], d["lengths"].tolist()))
 
 
-def unique_sequences(ids: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
-    """(index of each distinct sequence's first occurrence, distinct-number of every sequence).
-    SMS data repeats texts (5,171 distinct of 5,574): each runs once."""
-    seen: dict[tuple[int, ...], int] = {}
-    first, owner = [], []
-    for i, seq in enumerate(ids):
-        key = tuple(seq)
-        if key not in seen:
-            seen[key] = len(first)
-            first.append(i)
-        owner.append(seen[key])
-    return first, owner
-
-
 def cache_size_mb(ids: list[list[int]], emb_dim: int) -> float:
     return sum(len(s) for s in ids) * emb_dim * 4 / 2**20
-
-
-def length_batches(lengths: Sequence[int], batch_tokens: int = 4096, max_batch: int = 64
-                   ) -> list[list[int]]:
-    """Every index once, sorted by length, in batches whose padded size (count x longest)
-    stays within `batch_tokens`: big matrix products, almost no padding."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches, cur = [], []
-    for i in order:
-        if cur and ((len(cur) + 1) * lengths[i] > batch_tokens or len(cur) == max_batch):
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    return batches + ([cur] if cur else [])
 
 
 def full_batches(store: Store, batch_tokens: int = 4096, max_batch: int = 64) -> list[list[int]]:

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from gptcls.errors import GptclsError
-from gptcls.models import PRESETS, ModelConfig, build_backbone, preset_config
+from gptcls.models import PRESETS, build_backbone, preset_config
+from gptcls.models.base import ModelConfig
 from gptcls.models.tokenizers.base import Tokenizer
 from gptcls.models.tokenizers.gpt2 import gpt2_tokenizer
 from gptcls.models.tokenizers.hf import tokenizer_from_json
