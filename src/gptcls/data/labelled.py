@@ -156,7 +156,7 @@ def _collect(cells: Cells, report: LoadReport, normalize: bool, strict: bool,
     examples = []
     for where, raw_text, raw_label in cells:
         report.rows_read += 1
-        text = _as_text(raw_text, where, report.text_column)
+        text = cell_text(raw_text, where, f"text in column {report.text_column!r}")
         if not text.strip():
             if strict:
                 raise GptclsError(f"{where}: empty text in column {report.text_column!r}")
@@ -179,12 +179,14 @@ def _collect(cells: Cells, report: LoadReport, normalize: bool, strict: bool,
     return examples
 
 
-def _as_text(value: object, where: str, column: str) -> str:
+def cell_text(value: object, where: str, what: str) -> str:
+    """A text cell as a string ("" for a missing value); any other type is a wrong column.
+    `what` names the cell in the message (e.g. "text in column 'body'", "the text")."""
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise GptclsError(f"{where}: text in column {column!r} is {type(value).__name__}, "
-                          "not a string; is --text-column the right column?")
+        raise GptclsError(f"{where}: {what} is {type(value).__name__}, not a string; is "
+                          "--text-column the right column?")
     return value
 
 

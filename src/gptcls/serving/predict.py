@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptcls.data.labelled import cell_text
 from gptcls.data.sources import RowSource, open_source
 from gptcls.distributed import Dist, barrier, from_env
 from gptcls.errors import GptclsError
@@ -118,7 +119,7 @@ def classify_rows(clf: Any, source: RowSource, layout: OutputLayout, rows: list[
                   first_row: int, long_text: str, chunk_reduce: str
                   ) -> tuple[list[list[Any]], int]:
     """(output rows, how many had text to classify) for one chunk starting at `first_row`."""
-    texts = [_text_of(row[source.text_index], source, first_row + i)
+    texts = [cell_text(row[source.text_index], source.where(first_row + i), "the text")
              for i, row in enumerate(rows)]
     keep = [i for i, t in enumerate(texts) if t.strip()]
     probs = clf.predict_proba([texts[i] for i in keep], long_text, chunk_reduce) if keep else []
@@ -127,15 +128,6 @@ def classify_rows(clf: Any, source: RowSource, layout: OutputLayout, rows: list[
     for j, i in enumerate(keep):
         results[i] = (labels[j], [float(p) for p in probs[j]])
     return [layout.row(r, res) for r, res in zip(rows, results, strict=True)], len(keep)
-
-
-def _text_of(value: object, source: RowSource, row: int) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise GptclsError(f"{source.where(row)}: the text is {type(value).__name__}, not a "
-                          "string; is --text-column the right column?")
-    return value
 
 
 def _sum_over_ranks(mine: dict[str, int], d: Dist) -> dict[str, int]:
