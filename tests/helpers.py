@@ -12,7 +12,7 @@ from torch import nn
 from gptcls.classifier.model import ClassifierModel
 from gptcls.files import sha256_file
 from gptcls.models import build_backbone, preset_config
-from gptcls.models.weights.gguf import locate_smollm2_gguf
+from gptcls.models.weights.offline import locate_smollm2_gguf
 
 TESTS = Path(__file__).resolve().parent
 FIXTURES = TESTS / "fixtures"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -12,9 +13,28 @@ from gptcls.options import PRECISIONS
 
 
 def device_for(name: str = "auto") -> torch.device:
+    """"auto": a CUDA GPU, else an Apple GPU (MPS), else the CPU. A device named explicitly
+    must exist here."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GptclsError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "mps" and not mps_available():
+        raise GptclsError("--device mps: no Apple GPU here (torch.backends.mps.is_available() is "
+                          "False: it needs Apple silicon, macOS 12.3+ and a torch built with "
+                          "MPS); use --device auto or cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GptclsError(f"--device {name}: torch sees no CUDA GPU here; use --device auto or cpu")
+    return device
+
+
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
 
 
 def physical_cores() -> int:
@@ -57,12 +77,15 @@ def configure_threads() -> int:
 
 
 def autocast(device: torch.device, precision: str = "fp32"):
-    """bf16 autocast on CUDA always; on CPU when `precision` resolves to bf16 (fp32 is the
-    exact, tested path). Matrix products run in bf16; norms and the residual stream stay fp32."""
+    """bf16 autocast on CUDA always (where the GPU has bf16); on CPU and MPS when `precision`
+    resolves to bf16 (fp32 is the exact, tested path). Matrix products run in bf16; norms and
+    the residual stream stay fp32."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=has_native_bf16(device))
+    if device.type not in ("cpu", "mps"):
+        return contextlib.nullcontext()
     enabled = resolve_precision(precision, device) == "bf16"
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @functools.cache  # asked on every batch by autocast; the CPU does not change
@@ -74,11 +97,33 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 in hardware (or, for MPS, whether torch says it can)."""
+    if device.type == "cuda":
+        try:  # emulated bf16 (pre-Ampere GPUs) is slower than fp32
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # torch before 2.3 has no including_emulation
+            return bool(torch.cuda.is_bf16_supported())
+    if device.type == "mps":
+        return mps_has_bf16()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def mps_has_bf16() -> bool:
+    """Conservative: bf16 on Apple GPUs needs macOS 14; without torch's word for it, fp32."""
+    check = getattr(torch.backends.mps, "is_macos_or_newer", None)
+    return bool(check is not None and mps_available() and check(14, 0))
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" -> "bf16" or "fp32" for this device; other values are checked and kept."""
+    """"auto" -> "bf16" where `device` has native bf16, else "fp32"; other values are checked
+    and kept ("bf16" on an Apple GPU without bf16 is an error: MPS cannot emulate it)."""
     if precision not in PRECISIONS:
         raise GptclsError(f"unknown precision {precision!r}; choose one of: "
                           f"{', '.join(PRECISIONS)}")
+    if precision == "bf16" and device.type == "mps" and not mps_has_bf16():
+        raise GptclsError("--precision bf16: this Apple GPU has no bf16 in torch (it needs "
+                          "macOS 14+); use --precision fp32 or auto")
     if precision != "auto":
         return precision
-    return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
+    return "bf16" if has_native_bf16(device) else "fp32"

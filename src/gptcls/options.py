@@ -142,7 +142,8 @@ class RunOptions:
     """One training run: where it goes, the backbone, the classifier, data and training."""
 
     out: Path
-    model: str = option(DEFAULT_MODEL, "backbone preset or path", "model")
+    model: str = option(DEFAULT_MODEL, "backbone: a preset, a path (.gguf, Hugging Face "
+                        "directory, ...) or a hub ID owner/name", "model")
     weights: str = option("pretrained", "pretrained (default), random, or a path to local "
                           "weights", "model")
     trainable: str | None = option(
@@ -191,7 +192,8 @@ class RunOptions:
                                      "probability >= this", "inputs and head")
     max_fpr: float | None = option(None, "binary tasks: choose the threshold on validation for "
                                    "this false-positive rate", "inputs and head")
-    device: str = option("auto", "auto (default), cpu, cuda, cuda:1, ...", "speed and runtime")
+    device: str = option("auto", "auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:1, "
+                         "mps", "speed and runtime")
     data: DataOptions = field(default_factory=DataOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
 

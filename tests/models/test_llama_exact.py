@@ -24,7 +24,8 @@ from helpers import (  # shared helpers: our model, HF greedy loop
 from torch import nn
 
 from gptcls.models.generate import generate
-from gptcls.models.weights.gguf import SMOLLM2_ENV, _fast_kernels, _unpermute
+from gptcls.models.weights.gguf import unpermute_qk
+from gptcls.models.weights.offline import SMOLLM2_ENV
 from gptcls.models.weights.pretrained import Pretrained, load_pretrained
 
 SMS = SMS_PATH
@@ -57,20 +58,8 @@ def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
 def test_unpermute_inverts_llama_cpp_permute() -> None:
     w = np.random.default_rng(0).standard_normal((24, 5)).astype(np.float32)
     for heads in (1, 2, 3):
-        back = _unpermute(torch.from_numpy(llama_cpp_permute(w, heads)), heads)
+        back = unpermute_qk(torch.from_numpy(llama_cpp_permute(w, heads)), heads)
         assert torch.equal(back, torch.from_numpy(w))
-
-
-@pytest.mark.parametrize("name", ["Q8_0", "Q4_0", "Q4_1"])
-def test_fast_dequantize_is_bit_identical_to_gguf(name: str) -> None:
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize, quantize
-
-    qtype = GGMLQuantizationType[name]
-    w = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
-    data = quantize(w, qtype)
-    got = _fast_kernels()[qtype](torch.from_numpy(data.copy())).reshape(8, 64)
-    assert torch.equal(got, torch.from_numpy(dequantize(data, qtype)))
 
 
 # ---- a tiny GGUF written the way llama.cpp's converter writes one -----------------------------

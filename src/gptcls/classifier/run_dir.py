@@ -17,6 +17,7 @@ from gptcls.files import atomic_write_text, save_safetensors
 from gptcls.models import build_backbone
 from gptcls.models.tokenizers import load_tokenizer
 from gptcls.models.tokenizers.base import Tokenizer
+from gptcls.models.weights.pretrained import assign_weights, params_on_meta
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -31,13 +32,14 @@ def weights_state_dict(model: ClassifierModel) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: ClassifierModel, sd: dict[str, torch.Tensor]) -> None:
-    if model.backbone.config.tie_embeddings:
+    """`sd` into `model` by assignment (the model takes the tensors: no second copy), so the
+    backbone may have been built with its parameters on the meta device."""
+    if model.backbone.config.tie_embeddings and "backbone.tok_emb.weight" in sd:
         sd = {**sd, "backbone.out_head.weight": sd["backbone.tok_emb.weight"]}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing, unexpected = assign_weights(model, sd)
     if missing or unexpected:
         raise GptclsError(f"weights do not match the model: missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]}")
-    model.backbone.tie_weights()
 
 
 def save_run(directory: Path, config: ClassifierConfig, model: ClassifierModel,
@@ -79,7 +81,9 @@ def load_run(directory: Path, merge_lora: bool = True
     from safetensors.torch import load_file
 
     config = read_run_config(directory)
-    model = ClassifierModel(build_backbone(config.model), len(config.labels), config.pooling)
+    with params_on_meta():  # the saved weights replace them: no random init, no second copy
+        backbone = build_backbone(config.model)
+    model = ClassifierModel(backbone, len(config.labels), config.pooling)
     c = config
     if c.trainable == "lora" and c.lora and not c.lora.get("merged"):
         lora = {k: c.lora[k] for k in ("rank", "alpha", "targets")}

@@ -12,7 +12,7 @@ from gptcls.errors import GptclsError
 from gptcls.options import PRECISIONS, READ_OPTIONS
 
 RUN_DIR_HELP = "a run directory written by `gptcls train`"
-DEVICE_HELP = "auto (default: cuda when available), cpu, cuda, cuda:1, ..."
+DEVICE_HELP = "auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"
 PRECISION_HELP = "fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)"
 
 
@@ -89,8 +89,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="continue a prompt with a backbone (sanity check)")
     p.add_argument("prompt", help="the text to continue")
-    p.add_argument("--model", default="gpt2-small", help="backbone preset or path "
-                   "(default: gpt2-small)")
+    p.add_argument("--model", default="gpt2-small", help="backbone preset, path or hub "
+                   "ID owner/name (default: gpt2-small)")
     p.add_argument("--weights", default="pretrained",
                    help="pretrained (default), random, or a path to local weights")
     p.add_argument("--cache", help="download cache directory (default: $GPTCLS_CACHE or "
@@ -193,15 +193,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from gptcls.models import build_backbone
     from gptcls.models.generate import generate
-    from gptcls.models.weights.pretrained import load_pretrained
+    from gptcls.models.weights.pretrained import load_backbone, load_pretrained
 
     pretrained = load_pretrained(args.model, args.weights, cache=args.cache, seed=args.seed)
-    model = build_backbone(pretrained.config)
-    model.load_state_dict(pretrained.state_dict, strict=False)
-    model.tie_weights()
-    model.eval()
+    model = load_backbone(pretrained.config, pretrained.state_dict).eval()
     idx = torch.tensor([pretrained.tokenizer.encode(args.prompt)])
     if idx.shape[1] == 0:
         raise GptclsError("the prompt is empty")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from gptcls.errors import GptclsError
-from gptcls.models import gpt2, llama
+from gptcls.models import gemma3, gpt2, llama, qwen
 from gptcls.models.base import Backbone, ModelConfig
 
-FAMILIES: dict[str, type[Backbone]] = {"gpt2": gpt2.GPT2, "llama": llama.Llama}
-PRESETS: dict[str, tuple[ModelConfig, str]] = {**gpt2.PRESETS, **llama.PRESETS}
+# Llama 3.x is "llama" with rope_scaling; Mistral is Llama with a sliding window.
+FAMILIES: dict[str, type[Backbone]] = {"gpt2": gpt2.GPT2, "llama": llama.Llama,
+                                       "mistral": llama.Llama, "qwen2": qwen.Qwen2,
+                                       "qwen3": qwen.Qwen3, "gemma3": gemma3.Gemma3}
+PRESETS: dict[str, tuple[ModelConfig, str]] = {**gpt2.PRESETS, **llama.PRESETS,
+                                               **qwen.PRESETS, **gemma3.PRESETS}
 
 
 def build_backbone(config: ModelConfig) -> Backbone:

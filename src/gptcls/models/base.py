@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gptcls.errors import GptclsError
-from gptcls.models.layers import RoPE
+from gptcls.models.rope import RoPE
 
 
 @dataclass
@@ -31,10 +31,33 @@ class ModelConfig:
     tie_embeddings: bool = True
     rope_theta: float = 0.0  # 0 = learned absolute positions (GPT-2)
     causal: bool = True  # False: bidirectional attention (a classifier option, never for text)
+    # Fields of the newer families; the defaults are GPT-2's and Llama 2's behaviour, so run
+    # directories written before these fields existed load unchanged.
+    head_dim: int = 0  # 0: emb_dim // n_heads (resolved in __post_init__); Qwen3/Gemma set it
+    qk_norm: bool = False  # RMSNorm over each head of q and k before RoPE (Qwen3, Gemma 3)
+    # HF config.json's rope_scaling, e.g. {"rope_type": "llama3", "factor": 32.0,
+    # "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    # or {"rope_type": "linear", "factor": 8.0}; None: plain RoPE. Gemma 3: global layers only.
+    rope_scaling: dict[str, Any] | None = None
+    rope_local_theta: float = 0.0  # RoPE base of sliding-window layers (Gemma 3); 0: rope_theta
+    sliding_window: int = 0  # tokens a sliding layer's query sees, itself included; 0: none
+    # Per layer "sliding_attention" or "full_attention" (HF's names). None: every layer full,
+    # or every layer sliding when sliding_window > 0 (Mistral).
+    layer_types: list[str] | None = None
+    embed_scale: float = 1.0  # token embeddings times this, in their dtype (Gemma: sqrt(emb_dim))
+    # Softmax scale; 0: 1/sqrt(head_dim). Gemma 3: query_pre_attn_scalar ** -0.5.
+    attn_scale: float = 0.0
+    mlp_act: str = ""  # "": the family's own; "gelu_tanh": GeGLU (Gemma), "silu": SwiGLU
 
-    @property
-    def head_dim(self) -> int:
-        return self.emb_dim // self.n_heads
+    def __post_init__(self) -> None:
+        if not self.head_dim:
+            self.head_dim = self.emb_dim // self.n_heads
+
+    def is_sliding(self, layer: int) -> bool:
+        """Whether layer `layer` attends through the sliding window."""
+        if not self.sliding_window:
+            return False
+        return self.layer_types is None or self.layer_types[layer] == "sliding_attention"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,11 +100,15 @@ class Backbone(nn.Module):
                    lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Blocks [start, stop) on (B, T, C). query_pos (B,) makes the last one query only there;
         lengths (B,) hide right padding from non-causal attention."""
-        blocks = list(self.blocks)[start:stop]
-        for i, block in enumerate(blocks):
-            last = i == len(blocks) - 1
-            x = block(x, self.rope, query_pos if last else None, lengths)
+        layers = range(len(self.blocks))[start:stop]
+        for i in layers:
+            last = i == layers[-1]
+            x = self.blocks[i](x, self.block_rope(i), query_pos if last else None, lengths)
         return x
+
+    def block_rope(self, layer: int) -> RoPE | None:
+        """The RoPE of block `layer` (Gemma 3's sliding layers have their own base)."""
+        return self.rope
 
     def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) -> final-normed (B, T, C)."""

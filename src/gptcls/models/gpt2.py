@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gptcls.models.attention import Attention
 from gptcls.models.base import Backbone, ModelConfig
-from gptcls.models.layers import Attention, Block, GeluMLP
+from gptcls.models.layers import Block, GeluMLP
 
 
 def _gpt2(emb_dim: int, n_layers: int, n_heads: int) -> ModelConfig:

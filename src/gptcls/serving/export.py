@@ -99,6 +99,9 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
     if not config.model.causal:
         raise GptclsError("a run trained without the causal mask has no transformers "
                           "equivalent (its models are causal); export it to ONNX instead")
+    if config.model.family not in ("gpt2", "llama"):
+        raise GptclsError(f"export to transformers supports GPT-2 and Llama backbones, not "
+                          f"{config.model.family}; export it to ONNX instead")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     family = config.model.family
@@ -183,8 +186,9 @@ def _hf_llama_config(config: ClassifierConfig, tok: Tokenizer) -> dict[str, Any]
             "attention_dropout": 0.0, "mlp_bias": False, "pretraining_tp": 1,
             "initializer_range": 0.02, "tie_word_embeddings": m.tie_embeddings,
             # rope_theta for transformers 4, rope_parameters for 5.
-            "rope_theta": m.rope_theta,
-            "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta},
+            "rope_theta": m.rope_theta, "rope_scaling": m.rope_scaling,
+            "rope_parameters": {**(m.rope_scaling or {"rope_type": "default"}),
+                                "rope_theta": m.rope_theta},
             "gptcls_pooling": config.pooling}
 
 

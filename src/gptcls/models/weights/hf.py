@@ -1,5 +1,5 @@
-"""Hugging Face weights: model directories (config.json + safetensors, sharded or not), bare
-GPT-2 .safetensors files, and downloads from the hub; converted to our parameter names."""
+"""Hugging Face weights: model directories (config.json + safetensors, sharded or not) and bare
+GPT-2 .safetensors files, converted to our parameter names (downloads: hub.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from torch import Tensor
 
@@ -16,24 +15,10 @@ from gptcls.models.base import ModelConfig
 from gptcls.models.tokenizers.base import Tokenizer
 from gptcls.models.tokenizers.gpt2 import gpt2_tokenizer
 from gptcls.models.tokenizers.hf import tokenizer_from_json
+from gptcls.models.weights.hf_config import config_from_hf
 
 # GPT-2's published sizes: files without a config only tell us the width, not the heads.
 GPT2_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 20, 1600: 25}
-# tokenizer_config.json is read from beside tokenizer.json (same snapshot folder of the cache).
-HUB_LLAMA_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-
-
-def hub_download(repo_id: str, filename: str) -> Path:
-    """One file of a hub repo via huggingface_hub (its cache, resume and HF_HUB_OFFLINE apply)."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
-    except Exception as exc:  # network, offline mode, missing repo: the hub raises many types
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise GptclsError(f"could not get {filename} of {repo_id} from the Hugging Face hub "
-                          f"({type(exc).__name__}: {first}); download it yourself and pass "
-                          "its local path as the model or weights") from None
 
 
 def safetensors_in(directory: Path) -> list[Path]:
@@ -65,52 +50,13 @@ def load_hf_files(config_path: Path, weight_paths: list[Path], tokenizer_path: P
     """Config, our state dict (not yet checked against the config) and tokenizer, if any."""
     config = config_from_hf(json.loads(Path(config_path).read_text()))
     raw = load_safetensors(weight_paths)
-    sd = convert_hf_gpt2(raw, config) if config.family == "gpt2" else convert_hf_llama(raw, config)
+    convert = convert_hf_gpt2 if config.family == "gpt2" else convert_hf_decoder
+    sd = convert(raw, config)
     if tokenizer_path is not None:
         tok: Tokenizer | None = tokenizer_from_json(tokenizer_path)
     else:
         tok = gpt2_tokenizer() if config.family == "gpt2" else None
     return config, sd, tok
-
-
-def config_from_hf(d: dict[str, Any]) -> ModelConfig:
-    """Our ModelConfig from a Hugging Face config.json (model_type gpt2 or llama)."""
-    kind = d.get("model_type")
-    if kind == "gpt2":
-        _require(d, {"activation_function": ("gelu_new", "gelu_pytorch_tanh"),
-                     "scale_attn_by_inverse_layer_idx": (False, None)})
-        emb, heads = d["n_embd"], d["n_head"]
-        return ModelConfig(
-            family="gpt2", vocab_size=d["vocab_size"],
-            context_length=d.get("n_positions") or d["n_ctx"], emb_dim=emb,
-            n_layers=d["n_layer"], n_heads=heads, n_kv_heads=heads,
-            hidden_dim=d.get("n_inner") or 4 * emb, qkv_bias=True,
-            norm_eps=d.get("layer_norm_epsilon", 1e-5),
-            tie_embeddings=d.get("tie_word_embeddings", True), rope_theta=0.0)
-    if kind == "llama":
-        _require(d, {"hidden_act": ("silu", None), "attention_bias": (False, None),
-                     "mlp_bias": (False, None)})
-        rope = d.get("rope_parameters") or d.get("rope_scaling") or {}  # transformers 5 / 4
-        if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-            raise GptclsError(f"RoPE scaling {rope} is not supported")
-        emb, heads = d["hidden_size"], d["num_attention_heads"]
-        if d.get("head_dim") not in (None, emb // heads):
-            raise GptclsError("Llama configs with head_dim != hidden_size / heads are unsupported")
-        return ModelConfig(
-            family="llama", vocab_size=d["vocab_size"],
-            context_length=d["max_position_embeddings"], emb_dim=emb,
-            n_layers=d["num_hidden_layers"], n_heads=heads,
-            n_kv_heads=d.get("num_key_value_heads") or heads,
-            hidden_dim=d["intermediate_size"], qkv_bias=False, norm_eps=d["rms_norm_eps"],
-            tie_embeddings=d.get("tie_word_embeddings", False),
-            rope_theta=float(rope.get("rope_theta", d.get("rope_theta", 10000.0))))
-    raise GptclsError(f"model_type {kind!r} is not supported (gpt2 or llama)")
-
-
-def _require(d: dict[str, Any], allowed: dict[str, tuple[Any, ...]]) -> None:
-    for key, ok in allowed.items():
-        if d.get(key) not in ok:
-            raise GptclsError(f"config.json {key}={d.get(key)!r} is not supported")
 
 
 def gpt2_config_from_shapes(sd: dict[str, Tensor], n_heads: int | None = None) -> ModelConfig:
@@ -176,14 +122,43 @@ LLAMA_BLOCK_NAMES = {"input_layernorm": "norm1", "post_attention_layernorm": "no
                 "mlp.gate_proj": "mlp.gate", "mlp.up_proj": "mlp.up", "mlp.down_proj": "mlp.down"}
 
 
-def convert_hf_llama(sd: dict[str, Tensor], config: ModelConfig) -> dict[str, Tensor]:
-    """HF Llama -> ours: a renaming (nn.Linear layout and rotate-half RoPE are the same)."""
-    take = tensor_taker({k.removeprefix("model."): v for k, v in sd.items()}, "Llama")
+# Gemma 3 normalises each branch's output too, so its "post_attention_layernorm" is not the
+# pre-MLP norm it is in Llama.
+GEMMA3_NORM_NAMES = {"input_layernorm": "norm1", "post_attention_layernorm": "post_norm1",
+                     "pre_feedforward_layernorm": "norm2",
+                     "post_feedforward_layernorm": "post_norm2"}
+# Prefixes before "layers." etc.: CausalLM ("model."), multimodal Gemma 3 (transformers 5 / 4).
+DECODER_PREFIXES = ("model.language_model.", "language_model.model.", "model.")
+
+
+def convert_hf_decoder(sd: dict[str, Tensor], config: ModelConfig) -> dict[str, Tensor]:
+    """HF Llama, Mistral, Qwen2/3 or Gemma 3 -> ours: a renaming (nn.Linear layout and
+    rotate-half RoPE are the same), plus Gemma's norm weights w -> 1 + w (see layers.RMSNorm)."""
+    take = tensor_taker({_strip(k): v for k, v in sd.items()}, config.family)
+    names = dict(LLAMA_BLOCK_NAMES)
+    if config.family == "gemma3":
+        names.update(GEMMA3_NORM_NAMES)
+    if config.qk_norm:
+        names.update({"self_attn.q_norm": "attn.q_norm", "self_attn.k_norm": "attn.k_norm"})
     out = {"tok_emb.weight": take("embed_tokens.weight"), "final_norm.weight": take("norm.weight")}
     for i in range(config.n_layers):
-        for theirs, ours in LLAMA_BLOCK_NAMES.items():
+        for theirs, ours in names.items():
             out[f"blocks.{i}.{ours}.weight"] = take(f"layers.{i}.{theirs}.weight")
-    # lm_head sits outside "model." in LlamaForCausalLM; absent when tied to the embedding.
+        if config.qkv_bias:
+            for p in "qkv":
+                out[f"blocks.{i}.attn.{p}.bias"] = take(f"layers.{i}.self_attn.{p}_proj.bias")
+    if config.family == "gemma3":
+        for k in out:
+            if "norm" in k:  # every RMSNorm weight: HF stores w and applies 1 + w
+                out[k] = 1.0 + out[k]
+    # lm_head sits outside "model." in *ForCausalLM; absent when tied to the embedding.
     out["out_head.weight"] = (out["tok_emb.weight"] if config.tie_embeddings
                               else take("lm_head.weight"))
     return out
+
+
+def _strip(key: str) -> str:
+    for prefix in DECODER_PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key.removeprefix("language_model.")  # transformers 4 multimodal lm_head

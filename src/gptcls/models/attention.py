@@ -1,0 +1,103 @@
+"""Multi-head attention shared by every family: grouped key/value heads, optional q/k norms,
+an optional sliding window, and the classifier's two shortcuts (query one position; no causal
+mask).
+
+Batches are right-padded, so a real causal token never attends to padding and needs no mask;
+non-causal attention masks the padding with the rows' lengths. A sliding window of W lets a
+causal query see itself and the W - 1 tokens before it (Hugging Face's convention); without
+the causal mask, the tokens less than W away on either side.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gptcls.models.layers import RMSNorm
+from gptcls.models.rope import RoPE
+
+# scaled_dot_product_attention takes enable_gqa from torch 2.5 on.
+_SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with grouped key/value heads (n_kv_heads == n_heads is plain MHA).
+
+    qk_norm_eps > 0 adds an RMSNorm over each head of q and k before RoPE (Qwen3, Gemma 3);
+    window > 0 makes it a sliding-window layer; scale 0 is the usual 1/sqrt(head_dim)."""
+
+    def __init__(self, emb_dim: int, n_heads: int, n_kv_heads: int, head_dim: int,
+                 bias: bool, proj_bias: bool, drop_rate: float = 0.0, causal: bool = True,
+                 qk_norm_eps: float = 0.0, window: int = 0, scale: float = 0.0):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.causal = causal  # False: every token sees every real token (bonus table row 17)
+        self.window, self.scale = window, scale or None  # None: SDPA's 1/sqrt(head_dim)
+        self.q = nn.Linear(emb_dim, n_heads * head_dim, bias=bias)
+        self.k = nn.Linear(emb_dim, n_kv_heads * head_dim, bias=bias)
+        self.v = nn.Linear(emb_dim, n_kv_heads * head_dim, bias=bias)
+        self.proj = nn.Linear(n_heads * head_dim, emb_dim, bias=proj_bias)
+        self.q_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps else None
+        self.k_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps else None
+        self.drop_rate = drop_rate
+
+    def forward(self, x: torch.Tensor, rope: RoPE | None = None,
+                query_pos: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, C). With query_pos (B,), only those positions are queried: (B, 1, C) out.
+        lengths (B,): real tokens per row; only a non-causal layer needs them (to hide the
+        right padding, which a causal one never sees from real tokens)."""
+        B, T, _ = x.shape
+        H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
+        k = self.k(x).view(B, T, KV, D)
+        v = self.v(x).view(B, T, KV, D).transpose(1, 2)  # (B, KV, T, D)
+        if query_pos is not None:
+            x = x[torch.arange(B, device=x.device), query_pos].unsqueeze(1)  # (B, 1, C)
+        q = self.q(x).view(B, x.shape[1], H, D)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, Tq, D), (B, KV, T, D)
+        mask, causal = self.mask(T, query_pos, lengths, k.device)
+        if rope is not None:
+            q, k = rope(q, query_pos), rope(k, None)
+        extra = {}
+        if KV != H and _SDPA_GQA:
+            extra["enable_gqa"] = True  # shares each key/value head without copying it
+        elif KV != H:
+            k = k.repeat_interleave(H // KV, dim=1)  # (B, H, T, D)
+            v = v.repeat_interleave(H // KV, dim=1)
+        drop = self.drop_rate if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                             dropout_p=drop, scale=self.scale, **extra)
+        return self.proj(out.transpose(1, 2).reshape(B, q.shape[2], H * D))
+
+    def mask(self, T: int, query_pos: torch.Tensor | None, lengths: torch.Tensor | None,
+             device: torch.device) -> tuple[torch.Tensor | None, bool]:
+        """The boolean attn_mask (True: may attend; None: none) and is_causal for SDPA."""
+        positions = torch.arange(T, device=device)
+        real = None if lengths is None else positions[None, :] < lengths[:, None]  # (B, T)
+        if self.window:  # even when T <= window: an ONNX trace must keep the mask for any T
+            return self.window_mask(positions, query_pos, real), False
+        if query_pos is None:
+            if not self.causal and real is not None:
+                return real[:, None, None, :], False  # (B, 1, 1, T)
+            return None, self.causal
+        if not self.causal:
+            return (None if real is None else real[:, None, None, :]), False
+        # The queried token sees itself and what precedes it, never the padding after it.
+        return (positions[None, :] <= query_pos[:, None])[:, None, None, :], False
+
+    def window_mask(self, positions: torch.Tensor, query_pos: torch.Tensor | None,
+                    real: torch.Tensor | None) -> torch.Tensor:
+        """(B or 1, 1, Tq, T): the sliding window, causal or not."""
+        q_pos = positions[None, :, None] if query_pos is None else query_pos[:, None, None]
+        dist = q_pos - positions  # (1 or B, Tq, T): how far each key lies before its query
+        if self.causal:  # the padding after a real query is never within dist >= 0
+            return ((dist >= 0) & (dist < self.window))[:, None]
+        mask = dist.abs() < self.window
+        if real is not None:
+            # A padding query far from every real token keeps itself, so no row is all False
+            # (SDPA would return NaN there, and NaN values leak even through zero weights).
+            mask = (mask & real[:, None, :]) | (dist == 0)
+        return mask[:, None]
