@@ -86,3 +86,42 @@ def test_autocast_is_enabled_only_for_bf16(machine) -> None:
         assert torch.get_autocast_dtype("mps") == torch.bfloat16
     with autocast(torch.device("cpu"), "bf16"):
         assert torch.is_autocast_enabled("cpu")
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """A CPU that reports AVX512-BF16, whose measured bf16/fp32 speed the test sets; the
+    measurement is remembered in a cache folder of the test's own."""
+    monkeypatch.setenv("GPTCLS_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    calls = []
+
+    def set_speed(fp32_s: float, bf16_s: float) -> list:
+        def seconds(dtype, *args, **kwargs):
+            calls.append(dtype)
+            return bf16_s if dtype == torch.bfloat16 else fp32_s
+        monkeypatch.setattr(dev, "_gemm_seconds", seconds)
+        dev.cpu_has_native_bf16.cache_clear()
+        return calls
+    yield set_speed
+    dev.cpu_has_native_bf16.cache_clear()
+
+
+def test_a_bf16_flag_with_slow_bf16_products_stays_fp32(bf16_cpu) -> None:
+    bf16_cpu(fp32_s=1.0, bf16_s=1.8)  # as measured on a 2-core Intel Xeon: 0.53x
+    assert not dev.cpu_has_native_bf16()
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+
+
+def test_a_bf16_flag_with_fast_bf16_products_uses_bf16(bf16_cpu) -> None:
+    bf16_cpu(fp32_s=1.0, bf16_s=0.4)  # as measured on a 2-core AMD EPYC: about 2.5x
+    assert dev.cpu_has_native_bf16()
+    assert resolve_precision("auto", torch.device("cpu")) == "bf16"
+
+
+def test_the_bf16_measurement_is_made_once_per_machine(bf16_cpu, tmp_path) -> None:
+    calls = bf16_cpu(fp32_s=1.0, bf16_s=0.4)
+    assert dev.bf16_speedup() == pytest.approx(2.5)
+    assert len(calls) == 2 and (tmp_path / "cpu-bf16.json").is_file()
+    bf16_cpu(fp32_s=1.0, bf16_s=2.0)  # a later, noisier measurement would disagree: not taken
+    assert dev.bf16_speedup() == pytest.approx(2.5) and len(calls) == 2

@@ -90,11 +90,66 @@ def autocast(device: torch.device, precision: str = "fp32"):
 
 @functools.cache  # asked on every batch by autocast; the CPU does not change
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matrix products run 2-3x faster than fp32 there (measured on
-    a 2-core AMD EPYC: 416 vs 125-187 GFLOP/s); elsewhere bf16 is emulated and slower."""
+    """AVX512-BF16 or AMX, and bf16 matrix products measured faster than fp32 here. The flag
+    alone is not enough: a 2-core AMD EPYC multiplies bf16 at 416 vs 125-187 GFLOP/s (fp32),
+    but a 2-core Intel Xeon that reports AVX512-BF16 did 175 vs 315 GFLOP/s (bf16 slower)."""
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    if not any(bool(getattr(cpu, name, lambda: False)()) for name in checks):
+        return False
+    return bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
+BF16_MIN_SPEEDUP = 1.25  # below this, bf16's rounding is not worth it
+
+
+def bf16_speedup() -> float:
+    """bf16 / fp32 matrix-product throughput on this CPU with the current thread count,
+    measured once (about 0.1 s) and remembered in the cache folder per CPU model, torch
+    version and thread count, so that every run on a machine makes the same choice."""
+    import json
+    import platform
+
+    from gptcls.files import atomic_write_text, cache_dir
+
+    key = f"{_cpu_model() or platform.processor()}|torch {torch.__version__}|" \
+          f"{torch.get_num_threads()} threads"
+    path = cache_dir() / "cpu-bf16.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        known[key] = round(_gemm_seconds(torch.float32) / _gemm_seconds(torch.bfloat16), 3)
+        try:
+            atomic_write_text(path, json.dumps(known, indent=1) + "\n")
+        except OSError:
+            pass  # a read-only cache: measure again next time
+    return float(known[key])
+
+
+def _gemm_seconds(dtype: torch.dtype, n: int = 1024, reps: int = 5) -> float:
+    """The fastest of `reps` (n x n) @ (n x n) products in `dtype`, after a warm-up."""
+    import time
+
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def has_native_bf16(device: torch.device) -> bool:

@@ -60,12 +60,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def save_safetensors(path: str | os.PathLike, tensors: dict[str, Any],
                      metadata: dict[str, str] | None = None) -> None:
-    """safetensors.torch.save_file, atomically and with the usual mode: save_file itself
-    creates its files 0600, which keeps them from anyone else the umask would let read."""
-    from safetensors.torch import save
+    """safetensors.torch.save_file, atomically and with the usual mode. save_file streams the
+    tensors to disk (no second copy of a model in memory) but makes its file 0600, so the
+    temporary file's own mode (0666 & ~umask, from _create_temp) is put back afterwards."""
+    from safetensors.torch import save_file
 
-    data = save(tensors, metadata=metadata)
-    atomic_write_bytes(path, data)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, fd = _create_temp(path)
+    mode = os.fstat(fd).st_mode & 0o777
+    os.close(fd)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _create_temp(path: Path) -> tuple[Path, int]:

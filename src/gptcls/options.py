@@ -121,7 +121,8 @@ class TrainConfig:
     # auto = bf16 where the hardware has native bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32.
     precision: str = option(
         "auto", "compute dtype of the frozen layers: auto (default: bf16 where the hardware has "
-        "native bf16 - CUDA, AVX512-BF16/AMX CPUs, about 2.5x faster - else fp32), fp32 "
+        "native bf16 measured faster than fp32 - CUDA, most AVX512-BF16/AMX CPUs - else "
+        "fp32), fp32 "
         "(exact) or bf16; the trained layers stay fp32 on CPU", "speed and runtime",
         choices=PRECISIONS)
     trunk_cache_dir: str | None = option(
