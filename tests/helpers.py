@@ -141,3 +141,14 @@ def synthetic(n=64, seed=0):
         ids.append(seq.tolist())
         labels.append(label)
     return ids, labels
+
+
+def write_tokenizer_json(directory: Path, vocab: int) -> None:
+    """A word-level tokenizer.json of `vocab` ids (w0, w1, ..., <|endoftext|>) for tiny models."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = {f"w{i}": i for i in range(vocab - 1)} | {"<|endoftext|>": vocab - 1}
+    tok = Tokenizer(models.WordLevel(words, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(["<|endoftext|>"])
+    tok.save(str(directory / "tokenizer.json"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers as tf
-from helpers import hf_greedy, ours
+from helpers import hf_greedy, ours, write_tokenizer_json
 from torch import nn
 
 from gptcls.classifier.encoding import pad_batch
@@ -61,16 +61,6 @@ def hf_model(family: str) -> nn.Module:
     cfg = tf.MistralConfig(**COMMON, num_hidden_layers=2, sliding_window=WINDOW,
                            tie_word_embeddings=False)
     return tf.MistralForCausalLM(cfg)
-
-
-def write_tokenizer_json(directory: Path, vocab: int) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    words = {f"w{i}": i for i in range(vocab - 1)} | {"<|endoftext|>": vocab - 1}
-    tok = Tokenizer(models.WordLevel(words, unk_token="w0"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.add_special_tokens(["<|endoftext|>"])
-    tok.save(str(directory / "tokenizer.json"))
 
 
 @pytest.fixture(scope="module", params=["qwen2", "qwen3", "gemma3", "llama3", "mistral"])

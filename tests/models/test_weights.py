@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers as tf
-from helpers import FIXTURES, book_model, hf_greedy, ours
+from helpers import FIXTURES, book_model, hf_greedy, ours, write_tokenizer_json
 from torch import nn
 
 from gptcls.errors import GptclsError
@@ -84,16 +84,6 @@ def test_bare_safetensors_of_unknown_width_is_a_clear_error(
 
 
 # ---- Hugging Face Llama ------------------------------------------------------------------------
-
-
-def write_tokenizer_json(directory: Path, vocab: int) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    words = {f"w{i}": i for i in range(vocab - 1)} | {"<|endoftext|>": vocab - 1}
-    tok = Tokenizer(models.WordLevel(words, unk_token="w0"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.add_special_tokens(["<|endoftext|>"])
-    tok.save(str(directory / "tokenizer.json"))
 
 
 def tiny_llama(tie: bool, seed: int = 0) -> nn.Module:

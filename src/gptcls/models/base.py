@@ -119,6 +119,14 @@ class Backbone(nn.Module):
         """(B, T) -> next-token logits (B, T, V)."""
         return self.out_head(self.hidden_states(idx))
 
+    def init_weights(self, std: float = 0.02) -> None:
+        """The usual decoder initialisation (normal, std 0.02, on every linear and embedding
+        weight), then the head tied if configured: what `--weights random` starts from."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, mean=0.0, std=std)
+        self.tie_weights()
+
     def tie_weights(self) -> None:
         if self.config.tie_embeddings:
             self.out_head.weight = self.tok_emb.weight

@@ -56,10 +56,7 @@ class Gemma3(Backbone):
         self.blocks = nn.ModuleList(self._block(i) for i in range(c.n_layers))
         self.final_norm = RMSNorm(c.emb_dim, c.norm_eps)
         self.out_head = nn.Linear(c.emb_dim, c.vocab_size, bias=False)
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, mean=0.0, std=0.02)
-        self.tie_weights()
+        self.init_weights()
 
     def _block(self, i: int) -> Block:
         c = self.config

@@ -65,10 +65,7 @@ class Llama(Backbone):
         )
         self.final_norm = RMSNorm(c.emb_dim, c.norm_eps)
         self.out_head = nn.Linear(c.emb_dim, c.vocab_size, bias=False)
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(m.weight, mean=0.0, std=0.02)
-        self.tie_weights()
+        self.init_weights()
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
         self.check_length(idx.shape[1])
