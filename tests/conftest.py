@@ -24,3 +24,20 @@ def tiny_run(sms_path, tmp_path_factory) -> Path:
                "--out", str(out), "--epochs", "2", "--lr", "1e-3", "--classify"])
     assert rc == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clf(tiny_run):
+    """The tiny run loaded for prediction on the CPU."""
+    from gptcls.classifier.classifier import Classifier
+
+    return Classifier.load(tiny_run, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_test_texts(tiny_run) -> list[str]:
+    """The texts of the tiny run's test split, in order."""
+    import csv
+
+    with (tiny_run / "test.csv").open(newline="") as fh:
+        return [row["text"] for row in csv.DictReader(fh)]

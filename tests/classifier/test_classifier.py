@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 
@@ -12,14 +10,13 @@ from gptcls.errors import GptclsError
 
 
 @pytest.fixture(scope="module")
-def clf(tiny_run) -> Classifier:
-    return Classifier.load(tiny_run, device="cpu")
+def clf(tiny_clf) -> Classifier:
+    return tiny_clf
 
 
 @pytest.fixture(scope="module")
-def texts(tiny_run) -> list[str]:
-    with (tiny_run / "test.csv").open(newline="") as fh:
-        return [row["text"] for row in csv.DictReader(fh)][:6]
+def texts(tiny_test_texts) -> list[str]:
+    return tiny_test_texts[:6]
 
 
 def test_one_string_gives_one_label(clf, texts):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import re
 
 import httpx
@@ -16,14 +15,13 @@ from gptcls.serving.server import MicroBatcher, create_app
 
 
 @pytest.fixture(scope="module")
-def clf(tiny_run) -> Classifier:
-    return Classifier.load(tiny_run, device="cpu")
+def clf(tiny_clf) -> Classifier:
+    return tiny_clf
 
 
 @pytest.fixture(scope="module")
-def texts(tiny_run) -> list[str]:
-    with (tiny_run / "test.csv").open(newline="") as fh:
-        return [row["text"] for row in csv.DictReader(fh)][:96]
+def texts(tiny_test_texts) -> list[str]:
+    return tiny_test_texts[:96]
 
 
 @pytest.fixture(scope="module")
