@@ -176,3 +176,12 @@ def test_messages_name_real_flags(tmp_path):
         check_options(_cli("--model", "gpt2-tiny", "--no-merge-lora"))
     lora = _cli("--model", "gpt2-tiny", "--trainable", "lora", "--trainable-blocks", "2")
     assert (lora.lora_blocks, lora.trainable_blocks) == (2, 1)  # 1: gpt2's recipe, untouched
+
+
+def test_trainable_blocks_with_lora_means_adapter_blocks_everywhere(tmp_path):
+    """--trainable-blocks N with --trainable lora puts adapters in the last N blocks, whether
+    the options come from the CLI, gptcls.train or a grid (one rule, in options_with_recipe)."""
+    opts = options_with_recipe(tmp_path, "gpt2-tiny", trainable="lora", trainable_blocks=1)
+    assert opts.lora_blocks == 1 and opts.trainable_blocks == 1  # 1: gpt2's recipe, untouched
+    opts = options_with_recipe(tmp_path, "gpt2-tiny", trainable="lora", trainable_blocks=2)
+    assert (opts.lora_blocks, opts.trainable_blocks) == (2, 1)

@@ -297,6 +297,8 @@ def options_with_recipe(out: str | Path, model: str = DEFAULT_MODEL, **given: An
     if policy in ("last-layer", "last-block", "all") and blocks is not None:
         raise GptclsError(f"--trainable-blocks goes with --trainable last-N-blocks or lora, "
                           f"not {policy}")
+    if policy == "lora" and blocks is not None:  # with lora: adapters in the last N blocks
+        values["lora_blocks"] = values.pop("trainable_blocks")
     return _build({**recipe_for(model), **values, "model": coerce("model", model)}, out)
 
 

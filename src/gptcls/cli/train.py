@@ -66,9 +66,6 @@ def _resumed(run_dir: str) -> tuple[RunOptions, bool]:
 def train_options(args: argparse.Namespace) -> RunOptions:
     """The run's options: defaults, the model's recipe, then the flags given."""
     given = given_options(args)
-    if given.get("trainable") == "lora" and "trainable_blocks" in given:
-        # --trainable-blocks N with lora: adapters in the last N blocks
-        given["lora_blocks"] = given.pop("trainable_blocks")
     opts = options_with_recipe(args.out or default_run_dir(given), **given)
     check_values(opts)  # bad values fail here, before torch is imported
     return opts
