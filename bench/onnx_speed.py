@@ -35,7 +35,7 @@ def best_rate(predict, texts: list[str], repeats: int) -> tuple[float, np.ndarra
 
 def main() -> int:
     from gptcls.classifier.classifier import Classifier
-    from gptcls.serving.export import OnnxClassifier, export_onnx
+    from gptcls.serving.export_onnx import OnnxClassifier, export_onnx
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_dir", nargs="?")

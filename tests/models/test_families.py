@@ -257,7 +257,7 @@ def windowed_run(directory: Path) -> tuple[Path, ClassifierModel]:
 def test_onnx_export_keeps_the_window_beyond_the_traced_length(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from gptcls.serving.export import export_onnx
+    from gptcls.serving.export_onnx import export_onnx
 
     run, model = windowed_run(tmp_path)
     session = ort.InferenceSession(str(export_onnx(run, tmp_path / "w.onnx")),
@@ -272,7 +272,7 @@ def test_onnx_export_keeps_the_window_beyond_the_traced_length(tmp_path: Path) -
 
 
 def test_transformers_export_of_a_new_family_is_refused(tmp_path: Path) -> None:
-    from gptcls.serving.export import export_hf
+    from gptcls.serving.export_hf import export_hf
 
     run, _ = windowed_run(tmp_path)
     with pytest.raises(GptclsError, match="GPT-2 and Llama backbones, not gemma3; export it to "

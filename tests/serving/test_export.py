@@ -19,7 +19,8 @@ from gptcls.cli.main import main
 from gptcls.errors import GptclsError
 from gptcls.models import build_backbone, preset_config
 from gptcls.models.weights.pretrained import load_pretrained
-from gptcls.serving.export import OnnxClassifier, export_hf, export_onnx
+from gptcls.serving.export_hf import export_hf
+from gptcls.serving.export_onnx import OnnxClassifier, export_onnx
 
 TOL = 1e-4
 

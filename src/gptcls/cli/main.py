@@ -166,7 +166,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
     texts = _read_texts(args)
     if args.onnx:
-        from gptcls.serving.export import OnnxClassifier
+        from gptcls.serving.export_onnx import OnnxClassifier
 
         clf = OnnxClassifier.from_run(args.run_dir, args.onnx)
     else:
@@ -261,7 +261,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from gptcls.serving.export import export_hf, export_onnx
+    from gptcls.serving.export_hf import export_hf
+    from gptcls.serving.export_onnx import export_onnx
 
     path = (export_hf if args.format == "hf" else export_onnx)(args.run_dir, args.out)
     print(f"wrote {path}")
