@@ -16,12 +16,15 @@ def sms_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(sms_path, tmp_path_factory) -> Path:
-    """A gpt2-tiny classifier trained for 2 epochs on the real SMS data through the CLI."""
+    """A gpt2-tiny classifier trained for 2 epochs on the real SMS data through the CLI.
+    --prior train: decisions by argmax, as the tests of the prediction paths expect (the
+    default for a data file, the source prior's threshold, is tested in tests/evaluation)."""
     from gptcls.cli.main import main
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     rc = main(["train", "--model", "gpt2-tiny", "--weights", "random", "--data", str(sms_path),
-               "--out", str(out), "--epochs", "2", "--lr", "1e-3", "--classify"])
+               "--out", str(out), "--epochs", "2", "--lr", "1e-3", "--prior", "train",
+               "--classify"])
     assert rc == 0
     return out
 
@@ -31,7 +34,7 @@ def tiny_clf(tiny_run):
     """The tiny run loaded for prediction on the CPU."""
     from gptcls.classifier.classifier import Classifier
 
-    return Classifier.load(tiny_run, device="cpu")
+    return Classifier.load(tiny_run, device="cpu", precision="fp32")  # exact parity tests
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """gptcls: fine-tune pretrained GPT-style language models into text classifiers.
 
-`from gptcls import Classifier, train` loads torch only when those names are first used, so
+`from gptcls import Classifier, train` loads torch only when those names are first used (and
+`GPTClassifier`, scikit-learn), so
 `import gptcls` (and the command line's help) stays fast.
 """
 
@@ -12,8 +13,9 @@ from typing import Any
 from gptcls.errors import GptclsError
 
 __version__ = "0.1.0"
-__all__ = ["Classifier", "GptclsError", "__version__", "train"]
-_LAZY = {"Classifier": "gptcls.classifier.classifier", "train": "gptcls.api"}
+__all__ = ["Classifier", "GPTClassifier", "GptclsError", "__version__", "train"]
+_LAZY = {"Classifier": "gptcls.classifier.classifier", "train": "gptcls.api",
+         "GPTClassifier": "gptcls.estimator"}  # GPTClassifier needs scikit-learn
 
 
 def __getattr__(name: str) -> Any:

@@ -80,12 +80,20 @@ def autocast(device: torch.device, precision: str = "fp32"):
     """bf16 autocast on CUDA always (where the GPU has bf16); on CPU and MPS when `precision`
     resolves to bf16 (fp32 is the exact, tested path). Matrix products run in bf16; norms and
     the residual stream stay fp32."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=has_native_bf16(device))
-    if device.type not in ("cpu", "mps"):
+    if device.type not in ("cuda", "cpu", "mps"):
         return contextlib.nullcontext()
-    enabled = resolve_precision(precision, device) == "bf16"
+    enabled = effective_precision(precision, device) == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def effective_precision(precision: str, device: torch.device) -> str:
+    """The precision `autocast` computes in: on CUDA bf16 wherever the GPU has it natively
+    (whatever `precision` says), elsewhere `resolve_precision`'s answer."""
+    if device.type == "cuda":
+        return "bf16" if has_native_bf16(device) else "fp32"
+    if device.type not in ("cpu", "mps"):
+        return "fp32"
+    return resolve_precision(precision, device)
 
 
 @functools.cache  # asked on every batch by autocast; the CPU does not change

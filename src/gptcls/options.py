@@ -38,8 +38,10 @@ TRAINABLE_POLICIES = ("last-layer", "last-block", "last-N-blocks", "all", "lora"
 LR_SCHEDULES = ("constant", "linear", "cosine")
 EARLY_STOPPING = ("val_loss", "val_f1")
 PRECISIONS = ("auto", "fp32", "bf16")
+SAVE_MODES = ("delta", "full")  # what a run directory's model.safetensors holds
 BALANCE_MODES = ("undersample", "none", "weighted")
-FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet", "sms")
+FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet", "sms", "trec", "fasttext")
+LABEL_LEVELS = ("coarse", "fine")  # COARSE or COARSE:fine of a hierarchical label
 CONTEXTS = ("longest", "model")  # or a positive number of tokens
 DEFAULT_RANK = 8
 DEFAULT_ALPHA = 16.0
@@ -62,10 +64,20 @@ class DataOptions:
     test: str | None = option(None, "test file", "data", metavar="FILE")
     format: str | None = option(None, "file format (default: from the extension)", "data",
                                 choices=FORMATS)
-    text_column: str | None = option(None, "column holding the text (default: detected)", "data")
+    text_column: str | None = option(
+        None, "column holding the text, or several joined into one text (title,description); "
+        "a name or a 1-based position (default: detected)", "data", in_config=True)
     label_column: str | None = option(None, "column holding the label (default: detected)",
                                       "data")
     encoding: str = option("utf-8", "text encoding, e.g. latin-1 (default: utf-8)", "data")
+    no_header: bool = option(False, "CSV/TSV: the first row is data; columns are named by "
+                             "position 1, 2, ... (default: detected)", "data")
+    label_level: str | None = option(
+        None, "labels written COARSE:fine: keep the coarse part or the whole label (default: "
+        "coarse for --format trec, the label as written otherwise)", "data", choices=LABEL_LEVELS)
+    keep_rare_labels: bool = option(False, "train on labels seen in only 1-2 rows (under 1% "
+                                    "of them) instead of dropping them as probable typos",
+                                    "data")
     strict: bool = option(False, "reject rows with empty text or no label instead of dropping "
                           "them", "data")
     normalize_labels: bool = option(True, "keep labels exactly as written (default: strip and "
@@ -147,6 +159,10 @@ class RunOptions:
                         "directory, ...) or a hub ID owner/name", "model")
     weights: str = option("pretrained", "pretrained (default), random, or a path to local "
                           "weights", "model")
+    save: str = option("delta", "what the run directory stores: delta (default: only what "
+                       "training changed, plus the base's path and sha256; loading needs that "
+                       "base) or full (every weight: self-contained)", "model",
+                       choices=SAVE_MODES)
     trainable: str | None = option(
         None, "what trains besides the head and final norm: nothing (last-layer), the last "
         "block, the last --trainable-blocks blocks, all blocks, or LoRA adapters (default: "
@@ -179,11 +195,16 @@ class RunOptions:
         "last", "which outputs the head reads: last real token (GPT-2's default), last+mean "
         "(SmolLM2's default), mean, first, or last-position (the book's)", "inputs and head",
         flags=("--pooling", "--pool"), choices=POOLINGS, recipe=True, in_config=True)
-    max_length: int | None = option(None, "cap on tokens per text", "inputs and head",
-                                    recipe=True)
+    head_bias: bool = option(
+        True, "train the head without a bias: with --pooling last, Llama, Qwen, Gemma 3 and "
+        "Mistral runs then export to stock transformers classes (no trust_remote_code)",
+        "inputs and head", recipe=True, in_config=True)
+    max_length: int | None = option(None, "cap on tokens per text (instead of 512)",
+                                    "inputs and head", recipe=True)
     context: str = option(
-        "longest", "tokens per text: longest (the longest training text, default), model (the "
-        "model's context length) or a number", "inputs and head", recipe=True)
+        "longest", "tokens per text: longest (default: the longest training text up to 512, "
+        "else covering 98% of them), model (its context) or a number", "inputs and head",
+        recipe=True)
     truncate: str = option("head", "keep the first (head, default) or last (tail) max-length "
                            "tokens of long texts", "inputs and head", choices=TRUNCATIONS,
                            recipe=True, in_config=True)
@@ -193,6 +214,10 @@ class RunOptions:
                                      "probability >= this", "inputs and head")
     max_fpr: float | None = option(None, "binary tasks: choose the threshold on validation for "
                                    "this false-positive rate", "inputs and head")
+    prior: str | None = option(None, "class prior to decide at: train, source (before balancing) "
+                               "or spam=0.13,ham=0.87 (default: train for the chapter, source "
+                               "for your data); binary: the threshold best there", "inputs and "
+                               "head")
     device: str = option("auto", "auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:1, "
                          "mps", "speed and runtime")
     data: DataOptions = field(default_factory=DataOptions)
@@ -207,7 +232,7 @@ OPTIONS: dict[str, Option] = {o.name: o for section, cls in SECTIONS.items()
 assert len(OPTIONS) == sum(len(declared(s, c)) for s, c in SECTIONS.items()), "duplicate names"
 # The data-reading options evaluate shares with train.
 READ_OPTIONS = ("data", "format", "text_column", "label_column", "encoding", "strict",
-                "normalize_labels")
+                "normalize_labels", "no_header", "label_level")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ def test_train_writes_a_complete_run_directory(tiny_run):
         assert m["times"][key] > 0
     cfg = json.loads((tiny_run / "config.json").read_text())
     assert cfg["labels"] == ["ham", "spam"] and cfg["pooling"] == "last"
-    assert cfg["format_version"] == 1 and cfg["tokenizer"] == {"type": "tiktoken-gpt2"}
+    assert cfg["format_version"] == 2 and cfg["tokenizer"] == {"type": "tiktoken-gpt2"}
+    assert cfg["save"] == "full"  # random weights cannot be found again: every weight stored
 
 
 def test_classify_prints_label_and_probability(tiny_run, capsys):

@@ -271,10 +271,12 @@ def test_onnx_export_keeps_the_window_beyond_the_traced_length(tmp_path: Path) -
     torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=0)
 
 
-def test_transformers_export_of_a_new_family_is_refused(tmp_path: Path) -> None:
+def test_transformers_export_of_a_new_family(tmp_path: Path) -> None:
+    """Gemma 3 runs export to transformers (tests/serving/test_export_hf.py checks every
+    family's logits); this one's head has a bias, so through modeling_gptcls.py."""
     from gptcls.serving.export_hf import export_hf
 
     run, _ = windowed_run(tmp_path)
-    with pytest.raises(GptclsError, match="GPT-2 and Llama backbones, not gemma3; export it to "
-                                          "ONNX instead"):
-        export_hf(run, tmp_path / "hf")
+    config = (export_hf(run, tmp_path / "hf") / "config.json").read_text()
+    assert '"model_type": "gemma3_text"' in config
+    assert '"GptclsGemma3TextForSequenceClassification"' in config

@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.serving.server import MicroBatcher, create_app
+from gptcls.serving.batching import MicroBatcher
+from gptcls.serving.server import create_app
 
 
 @pytest.fixture(scope="module")
@@ -78,27 +79,30 @@ def test_concurrent_requests_are_batched_and_answer_like_predict_proba(tiny_run,
 
 
 def test_batcher_respects_max_batch_and_isolates_failures():
+    # Every text is an entry of its own: a request bigger than max_batch is split over several
+    # model calls and still answered in its order.
     sizes: list[int] = []
 
-    def predict(texts: list[str]) -> np.ndarray:
-        if "boom" in texts:
+    def predict(seqs: list) -> np.ndarray:
+        if "boom" in seqs:
             raise ValueError("bad text")
-        sizes.append(len(texts))
-        return np.array([[len(t), 0.0] for t in texts])
+        sizes.append(len(seqs))
+        return np.array([[len(t), float(t[-1] == "!")] for t in seqs])
 
     async def run() -> list:
         batcher = MicroBatcher(predict, max_batch=25, max_wait_ms=50)
         jobs = [batcher.submit([f"t{i}{j}" for j in range(10)]) for i in range(6)]
-        jobs += [batcher.submit(["x" * 40] * 40), batcher.submit(["ok", "boom"]),
-                 batcher.submit(["fine"])]
+        jobs += [batcher.submit(["x" * 40 + "!" * (k % 2) for k in range(40)]),
+                 batcher.submit(["ok", "boom"]), batcher.submit(["fine"])]
         out = await asyncio.gather(*jobs, return_exceptions=True)
-        await batcher.close()
+        batcher.close()
         return out
 
     out = asyncio.run(run())
-    assert all(s <= 25 for s in sizes if s != 40) and 40 in sizes  # an oversized one runs alone
+    assert sizes and all(s <= 25 for s in sizes)
     assert isinstance(out[7], ValueError)  # only the request with the bad text fails
     assert out[8][0, 0] == 4 and out[6].shape == (40, 2)
+    assert out[6][:, 1].tolist() == [k % 2 for k in range(40)]  # its own order, across calls
     assert all(o.shape == (10, 2) for o in out[:6])
 
 

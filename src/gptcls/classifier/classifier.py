@@ -43,10 +43,11 @@ class Classifier:
         self.model = model.to(self.device).eval()
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto", precision: str = "fp32"
+    def load(cls, run_dir: str | Path, device: str = "auto", precision: str = "auto"
              ) -> Classifier:
-        """precision="bf16": matrix products in bf16 on CPU (faster where the CPU has
-        AVX512-BF16 or AMX; probabilities move by about 1e-3)."""
+        """precision="bf16": matrix products in bf16 (faster where the CPU has AVX512-BF16 or
+        AMX and bf16 measures faster; probabilities move by about 1e-3); "auto" (the default):
+        bf16 where the device has fast native bf16, else fp32 (the exact path)."""
         config, model, tokenizer = load_run(Path(run_dir))
         return cls(config, model, tokenizer, device, precision)
 
@@ -94,6 +95,12 @@ class Classifier:
         np.maximum.at(out, index, probs)
         return out / out.sum(1, keepdims=True)
 
+    def predict_proba_ids(self, ids: Sequence[Sequence[int]], batch_tokens: int = 4096,
+                          max_batch: int = 128) -> np.ndarray:
+        """(N, num_classes) probabilities of already-encoded texts (`encode`'s output), in
+        input order: the server tokenizes off its model thread and batches the ids itself."""
+        return self._run(list(ids), batch_tokens, max_batch)
+
     @torch.inference_mode()
     def _run(self, ids: list[list[int]], batch_tokens: int = 4096, max_batch: int = 128
              ) -> np.ndarray:
@@ -105,7 +112,7 @@ class Classifier:
             x, lengths = pad_batch([torch.tensor(ids[first[j]]) for j in chunk])
             with autocast(self.device, self.precision):
                 logits = self.model(x.to(self.device), lengths.to(self.device)).float()
-            probs[chunk] = torch.softmax(logits, -1).cpu().numpy()
+            probs[chunk] = torch.softmax(logits / self.config.temperature, -1).cpu().numpy()
         return probs[owner]
 
     def evaluate(self, path: str | Path, long_text: str = "truncate", chunk_reduce: str = "mean",

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gptcls.data.columns import TEXT_SEPARATOR
 from gptcls.errors import GptclsError
 from gptcls.models.base import ModelConfig
 from gptcls.options import TRAINABLE_POLICIES
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: delta run directories (save), base identity in backbone
 # The poolings (see gptcls.options.POOLINGS) that read one position of the top block's output.
 SINGLE_POSITION_POOLINGS = ("last", "last-position", "first")
 
@@ -24,16 +25,27 @@ class ClassifierConfig:
     max_length: int
     tokenizer: dict[str, Any]
     pooling: str = "last"
+    head_bias: bool = True  # False: the head's bias is held at zero (stock HF `score` layers)
     trainable_blocks: int = 1
     train_final_norm: bool = True
     backbone: dict[str, Any] = field(default_factory=dict)  # preset name and weight source
+    # "full": model.safetensors holds every weight; "delta": only what training changed, over
+    # the base that backbone identifies by path and sha256 (classifier/base_ref.py).
+    save: str = "full"
     threshold: float | None = None  # binary tasks: P(labels[1]) >= threshold -> labels[1]
+    # Probabilities are softmax(logits / temperature), fitted on validation after training
+    # (evaluation/calibration.py); runs written before calibration load with 1.0 (none).
+    temperature: float = 1.0
     truncate: str = "head"  # keep the first max_length tokens (head) or the last (tail)
     # The trainable policy (None: named from trainable_blocks, its resolved block count).
     trainable: str | None = None
     train_embeddings: bool = False
     # lora policy: rank, alpha, targets (qualified names), blocks, merged (adapters folded in)
     lora: dict[str, Any] | None = None
+    # --text-column as given at training (None: detected); a list of columns is joined with
+    # text_separator into the one text, by predict too (gptcls.data.columns).
+    text_column: str | None = None
+    text_separator: str = TEXT_SEPARATOR
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

@@ -25,13 +25,19 @@ from gptcls.options import POOLINGS
 
 
 class ClassifierModel(nn.Module):
-    def __init__(self, backbone: Backbone, num_classes: int, pooling: str = "last"):
+    def __init__(self, backbone: Backbone, num_classes: int, pooling: str = "last",
+                 head_bias: bool = True):
         super().__init__()
         if pooling not in POOLINGS:
             raise GptclsError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
         self.backbone = backbone
         width = backbone.config.emb_dim * (2 if pooling == "last+mean" else 1)
         self.head = nn.Linear(width, num_classes)
+        # Without a bias the parameter stays, held at zero and frozen (see _set_ends): the same
+        # logits as no bias, and run directories keep one layout.
+        self.head_bias = head_bias
+        if not head_bias:
+            nn.init.zeros_(self.head.bias)
         self.pooling = pooling
         self.first_trainable = backbone.config.n_layers  # set by set_trainable / set_policy
         self.lora: dict[str, Any] | None = None  # the LoRA options in use, set by set_policy
@@ -81,6 +87,7 @@ class ClassifierModel(nn.Module):
         for emb in self.embeddings():
             emb.requires_grad_(embeddings)
         self.head.requires_grad_(True)
+        self.head.bias.requires_grad_(self.head_bias)
         blocks = self.backbone.blocks
         self.first_trainable = next(
             (i for i, b in enumerate(blocks) if any(p.requires_grad for p in b.parameters())),

@@ -1,5 +1,10 @@
 """The run directory: a trained classifier on disk (config.json, model.safetensors and the
-tokenizer's files), read back with no pickle and no network."""
+tokenizer's files), read back with no pickle.
+
+A full run's model.safetensors holds every weight. A delta run's (config `save: "delta"`, the
+default for runs trained from weights that can be found again) holds only what training changed,
+and loading rebuilds the rest from the base backbone recorded in the config (base_ref.py).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from gptcls.classifier.base_ref import load_base
 from gptcls.classifier.config import FORMAT_VERSION, ClassifierConfig
 from gptcls.classifier.model import ClassifierModel
 from gptcls.errors import GptclsError
@@ -18,9 +25,11 @@ from gptcls.models import build_backbone
 from gptcls.models.tokenizers import load_tokenizer
 from gptcls.models.tokenizers.base import Tokenizer
 from gptcls.models.weights.pretrained import assign_weights, params_on_meta
+from gptcls.options import SAVE_MODES
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+BASE_KEYS = ("model", "weights", "path", "sha256")  # what a delta run's config.backbone needs
 
 
 def weights_state_dict(model: ClassifierModel) -> dict[str, torch.Tensor]:
@@ -42,13 +51,44 @@ def load_weights(model: ClassifierModel, sd: dict[str, torch.Tensor]) -> None:
                           f"unexpected {unexpected[:3]}")
 
 
+def changed_keys(config: ClassifierConfig, model: ClassifierModel) -> set[str]:
+    """The state-dict keys training changed, which a delta run stores: the head, the final norm
+    and the embeddings when they train, the trainable blocks, LoRA's adapters (unmerged) or the
+    weights they were merged into, and anything else that requires grad."""
+    n_layers, lora = config.model.n_layers, config.lora if config.trainable == "lora" else None
+    prefixes = ["head."]
+    if config.train_final_norm:
+        prefixes.append("backbone.final_norm.")
+    if config.train_embeddings:
+        prefixes += [f"backbone.{name}." for name, m in model.backbone.named_children()
+                     if isinstance(m, nn.Embedding)]
+    if lora is None:
+        prefixes += [f"backbone.blocks.{i}."
+                     for i in range(n_layers - config.trainable_blocks, n_layers)]
+    keys = {k for k in model.state_dict() if k.startswith(tuple(prefixes)) or ".lora_" in k}
+    if lora is not None and lora.get("merged"):
+        keys |= {f"backbone.blocks.{i}.{target}.weight" for target in lora["targets"]
+                 for i in range(n_layers - lora["blocks"], n_layers)}
+    return keys | {k for k, p in model.named_parameters() if p.requires_grad}
+
+
 def save_run(directory: Path, config: ClassifierConfig, model: ClassifierModel,
              tokenizer: Tokenizer) -> None:
+    """Write the run directory: every weight (config.save "full"), or only the changed ones
+    ("delta", when config.backbone identifies a base to rebuild the rest from)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config.tokenizer = tokenizer.save(directory)
-    save_safetensors(directory / WEIGHTS_FILE, weights_state_dict(model),
-                     metadata={"format": "pt", "gptcls_format_version": str(FORMAT_VERSION)})
+    config.format_version = FORMAT_VERSION
+    if config.save != "full" and not all(config.backbone.get(k) for k in BASE_KEYS):
+        config.save = "full"  # no base that can be found again: keep everything
+    sd = weights_state_dict(model)
+    if config.save == "delta":
+        keep = changed_keys(config, model)
+        sd = {k: v for k, v in sd.items() if k in keep}
+    save_safetensors(directory / WEIGHTS_FILE, sd,
+                     metadata={"format": "pt", "gptcls_format_version": str(FORMAT_VERSION),
+                               "gptcls_save": config.save})
     atomic_write_text(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
@@ -68,16 +108,22 @@ def read_run_config(directory: Path) -> ClassifierConfig:
         raise GptclsError(f"{directory} has run format {version!r}; this gptcls reads up to "
                           f"{FORMAT_VERSION}: upgrade gptcls")
     try:
-        return ClassifierConfig.from_dict(raw)
+        config = ClassifierConfig.from_dict(raw)
     except (KeyError, TypeError) as exc:
         raise GptclsError(f"{directory / CONFIG_FILE} is malformed: {exc}") from None
+    missing = [k for k in BASE_KEYS if not config.backbone.get(k)]
+    if config.save not in SAVE_MODES or (config.save == "delta" and missing):
+        raise GptclsError(f"{directory / CONFIG_FILE} is malformed: save {config.save!r}"
+                          + (f" without backbone {', '.join(missing)}" if missing else ""))
+    return config
 
 
 def load_run(directory: Path, merge_lora: bool = True
              ) -> tuple[ClassifierConfig, ClassifierModel, Tokenizer]:
-    """Rebuild a saved classifier: no pickle, no network. A run saved with unmerged LoRA
-    adapters gets them back before its weights load; `merge_lora` then folds them in (the
-    config returned says so), which inference and export want."""
+    """Rebuild a saved classifier, with no pickle; a delta run's base is found as training found
+    it (which may download it) and checked by sha256. A run saved with unmerged LoRA adapters
+    gets them back before its weights load; `merge_lora` then folds them in (the config
+    returned says so), which inference and export want."""
     from safetensors.torch import load_file
 
     config = read_run_config(directory)
@@ -91,7 +137,11 @@ def load_run(directory: Path, merge_lora: bool = True
                          embeddings=c.train_embeddings, lora=lora)
     else:
         model.set_trainable(c.trainable_blocks, c.train_final_norm, c.train_embeddings)
-    load_weights(model, load_file(str(Path(directory) / WEIGHTS_FILE)))
+    sd = load_file(str(Path(directory) / WEIGHTS_FILE))
+    if config.save == "delta":  # the base's tensors, then the saved ones over them
+        base = load_base(config.backbone, Path(directory))
+        sd = {**{f"backbone.{k}": v for k, v in base.items()}, **sd}
+    load_weights(model, sd)
     if merge_lora and model.lora and not model.lora["merged"]:
         model.merge_lora()
         config.lora = model.lora

@@ -13,7 +13,8 @@ from gptcls.options import PRECISIONS, READ_OPTIONS
 
 RUN_DIR_HELP = "a run directory written by `gptcls train`"
 DEVICE_HELP = "auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"
-PRECISION_HELP = "fp32 (default, exact) or bf16 (faster on AVX512-BF16/AMX CPUs and GPUs)"
+PRECISION_HELP = ("auto (default: bf16 where this CPU/GPU has fast native bf16, else fp32), "
+                  "fp32 (exact) or bf16")
 
 
 def _add_long_text(p: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def _add_long_text(p: argparse.ArgumentParser) -> None:
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +47,9 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file", help="read one text per line from this file ('-': stdin)")
     _add_runtime(p)
     p.add_argument("--onnx", metavar="PATH",
-                   help="run this ONNX export of the run with onnxruntime instead of PyTorch")
+                   help="run this ONNX export of the run (a .onnx file or an export "
+                   "directory) with onnxruntime instead of PyTorch; RUN_DIR may itself be an "
+                   "ONNX export directory")
     _add_long_text(p)
 
 
@@ -56,7 +59,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="file to label; a label column in it is kept, not needed")
     p.add_argument("output", help="where to write: .csv, .tsv, .jsonl or .parquet (the input "
                    "columns plus label, prob_<label> per class and threshold)")
-    add_options(p, ("format", "text_column", "encoding"), defaults=True)
+    add_options(p, ("format", "text_column", "encoding", "no_header"), defaults=True)
     p.add_argument("--chunk-size", type=int, default=1024, help="rows read and written at a time")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from OUTPUT.partial/")
@@ -76,14 +79,23 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-texts", type=int, default=256, help="texts per request")
     p.add_argument("--max-chars", type=int, default=10000, help="characters per text")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size")
+    p.add_argument("--max-batch-tokens", type=int, default=4096,
+                   help="padded tokens per model call (texts x longest)")
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on the API (default: "
+                   "$GPTCLS_API_KEY); needed to listen beyond loopback")
+    p.add_argument("--insecure", action="store_true",
+                   help="listen beyond loopback without an API key")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a run as a transformers model or an ONNX graph")
     p.add_argument("run_dir", help=RUN_DIR_HELP)
-    p.add_argument("out", help="hf: a directory; onnx: a .onnx file")
+    p.add_argument("out", help="hf: a directory; onnx: a directory (model.onnx, config.json, "
+                   "tokenizer files, as optimum lays it out), or one graph if it ends in .onnx")
     p.add_argument("--format", choices=("hf", "onnx"), required=True,
                    help="hf: a transformers model directory; onnx: an ONNX graph")
+    p.add_argument("--int8", action="store_true", help="onnx directory: also write "
+                   "model_int8.onnx (int8 MatMul weights, onnxruntime dynamic quantization)")
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -163,11 +175,10 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 def cmd_classify(args: argparse.Namespace) -> None:
     from gptcls.classifier.classifier import Classifier
+    from gptcls.serving.export_onnx import OnnxClassifier, is_onnx_dir
 
     texts = _read_texts(args)
-    if args.onnx:
-        from gptcls.serving.export_onnx import OnnxClassifier
-
+    if args.onnx or is_onnx_dir(args.run_dir):  # an ONNX directory needs no --onnx
         clf = OnnxClassifier.from_run(args.run_dir, args.onnx)
     else:
         clf = Classifier.load(args.run_dir, device=args.device, precision=args.precision)
@@ -178,12 +189,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import json
 
     from gptcls.classifier.classifier import Classifier
+    from gptcls.data.columns import joined_spec
     from gptcls.evaluation.metrics import format_report
 
     clf = Classifier.load(args.run_dir, device=args.device, precision=args.precision)
-    report = clf.evaluate(args.data, format=args.format, text_column=args.text_column,
+    report = clf.evaluate(args.data, format=args.format,
+                          text_column=args.text_column or joined_spec(clf.config.text_column),
                           label_column=args.label_column, encoding=args.encoding,
                           strict=args.strict, normalize_labels=args.normalize_labels,
+                          no_header=args.no_header, label_level=args.label_level,
                           long_text=args.long_text, chunk_reduce=args.chunk_reduce)
     print(format_report(report))
     if args.out:
@@ -244,7 +258,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     clf = Classifier.load(args.run_dir, device=str(device), precision=args.precision)
     report = predict_file(clf, args.input, args.output, format=args.format,
                           text_column=args.text_column, encoding=args.encoding,
-                          chunk_size=args.chunk_size, resume=args.resume,
+                          no_header=args.no_header, chunk_size=args.chunk_size, resume=args.resume,
                           long_text=args.long_text, chunk_reduce=args.chunk_reduce,
                           device=str(device), dist=d)
     finish(d)
@@ -257,14 +271,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     serve(args.run_dir, precision=args.precision, host=args.host, port=args.port,
           device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-          max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes)
+          max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
+          max_batch_tokens=args.max_batch_tokens, api_key=args.api_key, insecure=args.insecure)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from gptcls.serving.export_hf import export_hf
     from gptcls.serving.export_onnx import export_onnx
 
-    path = (export_hf if args.format == "hf" else export_onnx)(args.run_dir, args.out)
+    if args.format == "hf" and args.int8:
+        raise GptclsError("--int8 is for --format onnx (it adds model_int8.onnx)")
+    path = export_hf(args.run_dir, args.out) if args.format == "hf" \
+        else export_onnx(args.run_dir, args.out, int8=args.int8)
     print(f"wrote {path}")
 
 

@@ -74,11 +74,13 @@ def train_options(args: argparse.Namespace) -> RunOptions:
 def dry_run(opts: RunOptions) -> None:
     """Resolve and check the options, read, check and split the data; write nothing."""
     from gptcls.data.splits import describe_splits, load_splits
+    from gptcls.evaluation.prior import decide_prior
     from gptcls.options import describe
     from gptcls.training.pipeline import check_options
 
     check_options(opts)
     splits = load_splits(opts.data, None, lambda msg: print(msg, file=sys.stderr))
+    decide_prior(opts.prior, splits, chapter=not (opts.data.data or opts.data.train))  # labels
     print(describe(opts))
     print(f"run directory: {opts.out} (not written: --dry-run)")
     print(describe_splits(splits))
@@ -94,5 +96,9 @@ def _print_training_summary(m: dict, out: Path) -> None:
     print(f"Training accuracy: {m['train_accuracy'] * 100:.2f}%")
     print(f"Validation accuracy: {m['validation_accuracy'] * 100:.2f}%")
     print(f"Test accuracy: {m['test_accuracy'] * 100:.2f}%")
+    if "prior" in m:  # calibration and the class prior the decisions are made at
+        from gptcls.evaluation.prior import format_decisions
+
+        print(format_decisions(m, out))
     print(f"Training completed in {t['train_s'] / 60:.2f} minutes "
           f"(total {t['total_s']:.1f} s, trunk cache {t['trunk_cache_s']:.1f} s)")

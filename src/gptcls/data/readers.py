@@ -10,6 +10,7 @@ from gptcls.data.formats.delimited import delimited_table
 from gptcls.data.formats.headerless import headerless_table
 from gptcls.data.formats.jsonl import json_table
 from gptcls.data.formats.parquet import BATCH_ROWS, parquet_table
+from gptcls.data.formats.prefixed import PREFIXED_FORMATS, prefixed_table, sniff_prefixed
 from gptcls.data.formats.table import Table
 from gptcls.data.formats.text import (
     PROBE_BYTES,
@@ -17,6 +18,7 @@ from gptcls.data.formats.text import (
     check_text,
     codec_name,
     first_line,
+    head_lines,
     read_head,
 )
 from gptcls.errors import GptclsError
@@ -30,17 +32,19 @@ LABEL_ALIASES: tuple[str, ...] = (
 )
 EXTENSIONS = {
     ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-    ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet",
+    ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".label": "trec",
 }
 _FORMAT_ALIASES = {"json": "jsonl", "ndjson": "jsonl"}
 
 
 def open_table(path: Path, format: str | None = None, encoding: str = "utf-8",
                named: Sequence[str | None] = (), noun: str = "data file",
-               streaming: bool = False, batch_rows: int = BATCH_ROWS) -> Table:
+               streaming: bool = False, batch_rows: int = BATCH_ROWS,
+               no_header: bool = False) -> Table:
     """Open `path` for streaming its rows. `format`: one of FORMATS, else from the extension,
     then the content. `named`: column names the user gave (a first line holding one of them
-    is a header). `streaming`: refuse what can only be read whole (a JSON array)."""
+    is a header). `streaming`: refuse what can only be read whole (a JSON array).
+    `no_header`: CSV/TSV whose first row is data (else detected), columns named "1", "2"..."""
     head = read_head(path, noun)
     fmt = initial_format(path, head, format)
     if fmt == "parquet":
@@ -50,6 +54,8 @@ def open_table(path: Path, format: str | None = None, encoding: str = "utf-8",
     # A file of only whitespace is as empty as a 0-byte one (longer ones: TextFile.content).
     if not head.strip() and len(head) < PROBE_BYTES:
         raise GptclsError(f"{noun} is empty: {path}")
+    if format is None and fmt is None:
+        fmt = sniff_prefixed(head_lines(head, codec))
     if format is None and fmt in ("tsv", None):
         fmt = guess_format(first_line(head, codec), fmt, named)
     # csv wants \r\n and lone \r split too (and kept inside quoted fields); the line formats
@@ -60,7 +66,9 @@ def open_table(path: Path, format: str | None = None, encoding: str = "utf-8",
             return json_table(src, allow_array=not streaming)
         if fmt == "sms":
             return headerless_table(src)
-        return delimited_table(src, fmt)
+        if fmt in PREFIXED_FORMATS:
+            return prefixed_table(src, fmt)
+        return delimited_table(src, fmt, no_header, known_names(named))
     except BaseException:
         src.close()
         raise
@@ -82,16 +90,23 @@ def guess_format(first: str | None, fmt: str | None, named: Sequence[str | None]
     if first is None:  # only blank lines in the first 8 KB
         return fmt or "csv"
     fields = first.split("\t")
-    known = set(TEXT_ALIASES + LABEL_ALIASES) | {n.strip().casefold() for n in named if n}
+    known = known_names(named)
     if len(fields) == 2 and not any(f.strip().casefold() in known for f in fields):
         return "sms"
     return fmt or ("tsv" if "\t" in first else "csv")
 
 
+def known_names(named: Sequence[str | None]) -> set[str]:
+    """Case-folded names that only a header row holds: the aliases and the names given
+    (not a number: that is a position, and a data row may well hold it)."""
+    return set(TEXT_ALIASES + LABEL_ALIASES) | {n.strip().casefold() for n in named
+                                                if n and not n.strip().isdigit()}
+
+
 def find_column(path: Path, columns: Sequence[str], wanted: str | None,
                 aliases: Sequence[str]) -> str | None:
-    """The column named `wanted` (exact, else case-insensitive; raises if absent), or with
-    `wanted` None the first of `aliases` present (None if none is)."""
+    """The column named `wanted` (exact, else case-insensitive, else a 1-based position;
+    raises if absent), or with `wanted` None the first of `aliases` present (None if none)."""
     # reversed(): with duplicate names (after case folding) the first column wins.
     folded = {_fold(c): c for c in reversed(columns)}
     if wanted is None:
@@ -99,6 +114,8 @@ def find_column(path: Path, columns: Sequence[str], wanted: str | None,
     if wanted in columns:
         return wanted
     hit = folded.get(_fold(wanted))
+    if hit is None and wanted.strip().isdigit() and 1 <= int(wanted) <= len(columns):
+        hit = columns[int(wanted) - 1]  # a 1-based position, as cut and csvcut count
     if hit is None:
         raise GptclsError(f"{path}: no column {wanted!r}; available columns: "
                           f"{column_names(columns)}")

@@ -24,6 +24,7 @@ from gptcls.data.partition import (
     random_split,
     stratified_split,
 )
+from gptcls.data.rare import drop_rare
 from gptcls.data.readers import open_table
 from gptcls.data.sms import SMS_LABELS, fetch_sms_spam, read_sms_file
 from gptcls.errors import GptclsError
@@ -42,6 +43,10 @@ class Splits:
     reports: list[LoadReport] = field(default_factory=list)  # one per file read
     balance: str = "undersample"
     balanced: tuple[int, int] | None = None  # (rows kept, rows before) when undersampled
+    # Label counts of the data before balancing (the training file's, given three files): the
+    # prior the run's prior-aware figures are reweighted to (evaluation/prior.py).
+    source_counts: dict[str, int] | None = None
+    dropped_rare: dict[str, int] = field(default_factory=dict)  # rare label -> rows dropped
 
     def __getitem__(self, name: str) -> list[Example]:
         return getattr(self, name)
@@ -61,14 +66,20 @@ def load_splits(opts: DataOptions, out_dir: Path | None = None,
             raise GptclsError("give all three of --train, --validation and --test (and no --data)"
                               ", or one --data file to split")
         parts = [_read(p, opts, log, reports) for p in given]
+        dropped = _drop_rare(parts, reports, opts, log)
         check_trainable(parts[0])
         labels = label_mapping([e for p in parts for e in p])
         train, validation, test = parts
+        source = Counter(e.label for e in train)
     else:
         path = opts.data or fetch_sms_spam(opts.cache)
         examples = _read(path, opts, log, reports)
+        parts = [examples]
+        dropped = _drop_rare(parts, reports, opts, log)
+        examples = parts[0]
         check_trainable(examples)
         labels = label_mapping(examples)
+        source = Counter(e.label for e in examples)
         if opts.balance == "undersample":
             before = len(examples)
             examples = balance_undersample(examples, opts.split_seed)
@@ -85,22 +96,38 @@ def load_splits(opts: DataOptions, out_dir: Path | None = None,
     for name, part in zip(SPLIT_NAMES, (train, validation, test), strict=True):
         if not part:
             raise GptclsError(f"the {name} split is empty; use more data or other --split")
+    splits = Splits(train, validation, test, labels, weights, notes, reports, opts.balance,
+                    balanced, dict(source), dropped)
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, part in zip(SPLIT_NAMES, (train, validation, test), strict=True):
-            write_split_csv(out_dir / f"{name}.csv", part, labels)
-    return Splits(train, validation, test, labels, weights, notes, reports, opts.balance,
-                  balanced)
+        write_splits(out_dir, splits)
+    return splits
+
+
+def write_splits(out_dir: Path, splits: Splits) -> None:
+    """train/validation/test.csv into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in SPLIT_NAMES:
+        write_split_csv(out_dir / f"{name}.csv", splits[name], splits.labels)
 
 
 def _read(path: str | Path, opts: DataOptions, log: Callable[[str], None],
           reports: list[LoadReport]) -> list[Example]:
     examples, report = read_labelled(path, opts.format, opts.text_column, opts.label_column,
-                                     opts.encoding, opts.normalize_labels, opts.strict)
+                                     opts.encoding, opts.normalize_labels, opts.strict,
+                                     no_header=opts.no_header, label_level=opts.label_level)
     reports.append(report)
     for line in report.lines():
         log(line)
     return examples
+
+
+def _drop_rare(parts: list[list[Example]], reports: Sequence[LoadReport], opts: DataOptions,
+               log: Callable[[str], None]) -> dict[str, int]:
+    rows: dict[str, list[str]] = {}
+    for r in reports:  # a label rare in two of the files: its rows in both
+        for k, v in r.label_rows.items():
+            rows.setdefault(k, []).extend(v)
+    return drop_rare(parts, rows, opts.keep_rare_labels, opts.strict, log)
 
 
 def describe_splits(splits: Splits) -> str:
@@ -122,6 +149,9 @@ def describe_splits(splits: Splits) -> str:
     if splits.class_weights is not None:
         balance += " (loss weights " + ", ".join(
             f"{k} {w:.3g}" for k, w in zip(splits.labels, splits.class_weights, strict=True)) + ")"
+    if splits.dropped_rare:
+        lines.append("rare labels dropped (probable typos): " + ", ".join(
+            f"{k!r} ({n_rows(n)})" for k, n in splits.dropped_rare.items()))
     lines.append(f"balance: {balance}")
     parts = [splits[name] for name in SPLIT_NAMES]
     counts = [Counter(ex.label for ex in part) for part in parts]

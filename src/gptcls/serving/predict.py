@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gptcls.data.labelled import cell_text
 from gptcls.data.sources import RowSource, open_source
 from gptcls.distributed import Dist, barrier, from_env
 from gptcls.errors import GptclsError
+from gptcls.progress import progress as progress_bar
 from gptcls.serving.output import OutputLayout, output_format
 from gptcls.serving.partial import PartialDir, fingerprint
 
@@ -44,7 +44,8 @@ class PredictReport:
 
 def predict_file(run: Any, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
                  format: str | None = None, text_column: str | None = None,
-                 encoding: str = "utf-8", chunk_size: int = 1024, resume: bool = False,
+                 encoding: str = "utf-8", no_header: bool = False, chunk_size: int = 1024,
+                 resume: bool = False,
                  long_text: str = "truncate", chunk_reduce: str = "mean", device: str = "auto",
                  progress: bool = True,
                  on_chunk: Callable[[int], None] | None = None,
@@ -66,7 +67,9 @@ def predict_file(run: Any, input_path: str | os.PathLike, output_path: str | os.
         raise GptclsError("the output would overwrite the input; choose another output path")
     clf = run if isinstance(run, Classifier) else Classifier.load(run, device=device)
     d = from_env(clf.device) if dist is None else dist
-    source = open_source(src_path, format, text_column, encoding, chunk_size)
+    # The run's --text-column (a list: the columns it joined) unless another is given.
+    source = open_source(src_path, format, text_column, encoding, chunk_size, no_header,
+                         clf.config.text_column, clf.config.text_separator)
     try:
         layout = OutputLayout.build(source, clf.labels, clf.config.threshold, out_fmt)
         partial = PartialDir(out, fingerprint(src_path, run, source, layout, long_text,
@@ -88,14 +91,10 @@ def predict_chunks(clf: Any, source: RowSource, layout: OutputLayout, partial: P
                    on_chunk: Callable[[int], None] | None = None) -> dict[str, int]:
     """Classify chunk k where k % world == rank and its part is missing. Counts: chunks and
     rows of the whole input; predicted, empty and resumed rows of this process's chunks."""
-    from tqdm import tqdm
-
     n = {"chunks": 0, "rows": 0, "predicted": 0, "empty": 0, "resumed": 0}
     share = -(-source.total // d.world) if source.total is not None else None
     desc = f"predict (rank {d.rank} of {d.world})" if d.active else "predict"
-    # disable=None: silent when stderr is not a terminal; the rate reads as messages/s.
-    with tqdm(total=share, unit="msg", desc=desc,
-              disable=None if progress and d.main else True) as bar:
+    with progress_bar(share, desc, "messages", enabled=progress and d.main) as bar:
         for k, rows in enumerate(source.chunks()):
             first = n["rows"]
             n["chunks"], n["rows"] = k + 1, first + len(rows)
@@ -119,8 +118,7 @@ def classify_rows(clf: Any, source: RowSource, layout: OutputLayout, rows: list[
                   first_row: int, long_text: str, chunk_reduce: str
                   ) -> tuple[list[list[Any]], int]:
     """(output rows, how many had text to classify) for one chunk starting at `first_row`."""
-    texts = [cell_text(row[source.text_index], source.where(first_row + i), "the text")
-             for i, row in enumerate(rows)]
+    texts = [source.text(row, first_row + i) for i, row in enumerate(rows)]
     keep = [i for i, t in enumerate(texts) if t.strip()]
     probs = clf.predict_proba([texts[i] for i in keep], long_text, chunk_reduce) if keep else []
     labels = clf.labels_from_proba(probs) if keep else []

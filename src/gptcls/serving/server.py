@@ -1,121 +1,31 @@
 """Serve a run directory over HTTP: a JSON API with micro-batching, a web page, health and docs.
 
-Concurrent requests are queued and a single worker gathers up to `max_batch` texts (waiting at
-most `max_wait_ms` for company) into one model call, run in a one-thread executor so the event
-loop keeps accepting requests while the model works. Every bad request (too big, too many texts,
-too long or empty text, malformed JSON) is a 4xx JSON error, never a 500.
+A request's texts are tokenized in a small thread pool, then their token ids are queued for the
+model thread (serving/batching.py), which runs length-grouped batches back to back while the
+event loop keeps accepting requests. Every bad request (too big, too many texts, too long or
+empty text, malformed JSON) is a 4xx JSON error, never a 500. With an API key every endpoint
+but /healthz, the page and its static files wants `Authorization: Bearer KEY` (401 otherwise).
 
 No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at runtime
 and the request/response models are built inside `_models()` (pydantic is imported lazily).
 """
 
 import asyncio
+import hmac
+import ipaddress
 import json
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Annotated, Any
 
 from gptcls.errors import GptclsError
+from gptcls.serving.batching import MicroBatcher
 
-Item = tuple[list[str], asyncio.Future]
-
-
-class MicroBatcher:
-    """Gathers concurrent requests into model calls of at most `max_batch` texts.
-
-    A request larger than max_batch runs alone. The model runs one call at a time in its own
-    thread, so requests that arrive meanwhile form the next batch without waiting longer.
-    """
-
-    def __init__(self, predict: Callable[[list[str]], np.ndarray], max_batch: int = 64,
-                 max_wait_ms: float = 5.0):
-        self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000
-        self._executor: ThreadPoolExecutor | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Item] | None = None
-        self._worker: asyncio.Task | None = None
-        self._carry: Item | None = None
-        self.batches = 0  # model calls so far (tests check that batching happens)
-
-    def _ensure_started(self) -> asyncio.Queue:
-        # The worker belongs to the loop that serves requests; a new loop (a test client
-        # without lifespan) gets a fresh queue and worker.
-        loop = asyncio.get_running_loop()
-        if self._executor is None:  # one thread: the model runs one batch at a time
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gptcls-model")
-        if self._loop is not loop or self._worker is None or self._worker.done():
-            self._loop, self._queue, self._carry = loop, asyncio.Queue(), None
-            self._worker = loop.create_task(self._work())
-        return self._queue
-
-    async def submit(self, texts: list[str]) -> np.ndarray:
-        queue = self._ensure_started()
-        future = asyncio.get_running_loop().create_future()
-        await queue.put((texts, future))
-        return await future
-
-    async def _next_batch(self) -> list[Item]:
-        queue, loop = self._queue, asyncio.get_running_loop()
-        first = self._carry or await queue.get()
-        self._carry, batch, n = None, [first], len(first[0])
-        deadline = loop.time() + self.max_wait
-        while n < self.max_batch:
-            try:
-                item = queue.get_nowait() if queue.qsize() else await asyncio.wait_for(
-                    queue.get(), max(0.0, deadline - loop.time()))
-            except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                break
-            if n + len(item[0]) > self.max_batch:
-                self._carry = item  # starts the next batch, keeping arrival order
-                break
-            batch.append(item)
-            n += len(item[0])
-        return batch
-
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._next_batch()
-            live = [(t, f) for t, f in batch if not f.done()]  # skip disconnected clients
-            if not live:
-                continue
-            texts = [t for ts, _ in live for t in ts]
-            try:
-                probs = await loop.run_in_executor(self._executor, self.predict, texts)
-                self.batches += 1
-            except Exception:  # noqa: BLE001 - isolate the request that broke the batch
-                await self._run_one_by_one(live)
-                continue
-            start = 0
-            for ts, future in live:
-                if not future.done():
-                    future.set_result(probs[start:start + len(ts)])
-                start += len(ts)
-
-    async def _run_one_by_one(self, items: Sequence[Item]) -> None:
-        loop = asyncio.get_running_loop()
-        for texts, future in items:
-            try:
-                result = await loop.run_in_executor(self._executor, self.predict, texts)
-            except Exception as exc:  # noqa: BLE001 - handed to that request's handler
-                result = exc
-            if not future.done():
-                (future.set_exception if isinstance(result, Exception)
-                 else future.set_result)(result)
-
-    async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            self._worker = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-
+API_KEY_ENV = "GPTCLS_API_KEY"
 
 class BodyLimit:
     """ASGI middleware: 413 when the declared Content-Length or the bytes actually sent exceed
@@ -185,8 +95,10 @@ def _models() -> tuple[type, type]:
 
 def create_app(source: Any, max_batch: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256,
                max_chars: int = 10000, max_body_bytes: int = 1_000_000,
-               device: str = "auto", precision: str = "fp32") -> Any:
-    """The FastAPI app for a run directory (path) or a loaded `Classifier`."""
+               device: str = "auto", precision: str = "auto", max_batch_tokens: int = 4096,
+               api_key: str | None = None) -> Any:
+    """The FastAPI app for a run directory (path) or a loaded `Classifier`. `api_key`: every
+    endpoint but /healthz and the page wants it as a bearer token."""
     try:
         from fastapi import FastAPI
     except ImportError:
@@ -198,46 +110,79 @@ def create_app(source: Any, max_batch: int = 64, max_wait_ms: float = 5.0, max_t
     clf = source if isinstance(source, Classifier) else Classifier.load(source, device=device,
                                                                         precision=precision)
     run_dir = None if isinstance(source, Classifier) else Path(source)
-    batcher = MicroBatcher(clf.predict_proba, max_batch, max_wait_ms)
+
+    def predict_ids(ids: list) -> Any:  # one batch as picked: no further splitting
+        return clf.predict_proba_ids(ids, batch_tokens=max_batch_tokens, max_batch=max_batch)
+
+    batcher = MicroBatcher(predict_ids, max_batch, max_wait_ms, max_batch_tokens)
+    # Tokenizing is quick but not free: off the event loop, and off the model thread.
+    tokenizers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gptcls-tokenize")
     limits = {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body_bytes,
-              "max_batch": max_batch, "max_wait_ms": max_wait_ms}
+              "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+              "max_batch_tokens": max_batch_tokens}
     info = _model_info(clf, run_dir, limits)
 
     @asynccontextmanager
     async def lifespan(_app: Any):
         yield
-        await batcher.close()
+        await asyncio.to_thread(batcher.close)
 
     app = FastAPI(title="gptcls", version=__version__, lifespan=lifespan,
                   description="Text classification with a fine-tuned GPT-style model.")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.state.batcher, app.state.classifier = batcher, clf
-    _add_routes(app, clf, batcher, info, max_texts, max_chars)
+    _add_routes(app, clf, batcher, tokenizers, info, (max_texts, max_chars), api_key or None)
     return app
 
 
-def _add_routes(app: Any, clf: Any, batcher: MicroBatcher, info: dict[str, Any],
-                max_texts: int, max_chars: int) -> None:
+def _bearer_check(api_key: str) -> Callable:
+    """A FastAPI dependency: 401 unless `Authorization: Bearer <api_key>` (constant-time
+    compare). Declared through HTTPBearer, so /docs offers an Authorize button."""
+    from fastapi import Depends, HTTPException
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+    bearer = HTTPBearer(auto_error=False, description="the key given to `gptcls serve`")
+    expected = api_key.encode()
+
+    async def check(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                           Depends(bearer)]) -> None:
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, expected):
+            detail = ("wrong API key" if credentials is not None else
+                      "this server needs an API key: send the header Authorization: Bearer KEY")
+            raise HTTPException(status_code=401, detail=detail,
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def _add_routes(app: Any, clf: Any, batcher: MicroBatcher, tokenizers: ThreadPoolExecutor,
+                info: dict[str, Any], limits: tuple[int, int], api_key: str | None) -> None:
     """The API (/v1/classify, /v1/model, /healthz) and the page at / with its /static files."""
+    from fastapi import Depends
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
 
     request_model, response_model = _models()
     static = Path(str(resources.files("gptcls.serving").joinpath("static")))
     app.mount("/static", StaticFiles(directory=static), name="static")
+    guard = [Depends(_bearer_check(api_key))] if api_key else []
 
     @app.exception_handler(GptclsError)
     async def bad_input(_request: Any, exc: GptclsError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
-    @app.post("/v1/classify", response_model=response_model,
-              responses={413: {"description": "body too large"},
+    @app.post("/v1/classify", response_model=response_model, dependencies=guard,
+              responses={401: {"description": "missing or wrong API key"},
+                         413: {"description": "body too large"},
                          422: {"description": "malformed JSON, too many, empty or long texts"}})
     async def classify(request: request_model) -> Any:
-        problem = _check_texts(request.texts, max_texts, max_chars)
+        problem = _check_texts(request.texts, *limits)
         if problem:
             return JSONResponse(status_code=422, content={"detail": problem})
-        probs = await batcher.submit(request.texts)
+        loop = asyncio.get_running_loop()
+        ids = await loop.run_in_executor(tokenizers, clf.encode, request.texts)
+        probs = await batcher.submit(ids)
         labels = clf.labels_from_proba(probs)
         return {"results": [{"label": lab, "probabilities": dict(zip(clf.labels, map(float, p),
                                                                      strict=True))}
@@ -247,7 +192,8 @@ def _add_routes(app: Any, clf: Any, batcher: MicroBatcher, info: dict[str, Any],
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", dependencies=guard,
+             responses={401: {"description": "missing or wrong API key"}})
     async def model() -> dict:
         return info
 
@@ -271,9 +217,12 @@ def _check_texts(texts: list[str], max_texts: int, max_chars: int) -> str | None
 
 def _model_info(clf: Any, run_dir: Path | None, limits: dict[str, Any]) -> dict[str, Any]:
     """What /v1/model reports: labels, backbone, preprocessing and the run's metrics."""
+    from gptcls.device import effective_precision
+
     c = clf.config
     info: dict[str, Any] = {
-        "labels": clf.labels, "backbone": c.backbone,
+        "labels": clf.labels, "backbone": c.backbone, "device": str(clf.device),
+        "precision": effective_precision(getattr(clf, "precision", "fp32"), clf.device),
         "architecture": {"family": c.model.family, "n_layers": c.model.n_layers,
                          "emb_dim": c.model.emb_dim},
         "max_length": c.max_length, "pooling": c.pooling, "truncate": c.truncate,
@@ -292,11 +241,27 @@ def _model_info(clf: Any, run_dir: Path | None, limits: dict[str, Any]) -> dict[
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
-          precision: str = "fp32", **limits: Any) -> None:
-    """`gptcls serve`: run the app with uvicorn until interrupted."""
+          precision: str = "auto", api_key: str | None = None, insecure: bool = False,
+          **limits: Any) -> None:
+    """`gptcls serve`: run the app with uvicorn until interrupted. Beyond loopback it needs an
+    API key (`api_key`, else $GPTCLS_API_KEY) unless `insecure`."""
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    if not (api_key or insecure or is_loopback(host)):
+        raise GptclsError(f"refusing to serve on {host} without an API key: pass --api-key KEY "
+                          f"or set {API_KEY_ENV} (or --insecure to serve it open)")
     try:
         import uvicorn
     except ImportError:
         raise GptclsError("serving needs the serve extra: pip install 'gptcls[serve]'") from None
-    app = create_app(run_dir, device=device, precision=precision, **limits)
+    app = create_app(run_dir, device=device, precision=precision, api_key=api_key, **limits)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve beyond this machine
+        return False

@@ -22,6 +22,7 @@ from gptcls.distributed import Dist, check_batch, share, wrap
 from gptcls.errors import GptclsError
 from gptcls.evaluation.metrics import macro_f1
 from gptcls.options import EARLY_STOPPING, LR_SCHEDULES, TrainConfig
+from gptcls.progress import progress
 from gptcls.training.checkpoint import Checkpointer, LoopState, load_trainable, trainable_state
 from gptcls.training.trunk_cache import Store, full_batches
 
@@ -37,10 +38,12 @@ def logits_for(model: torch.nn.Module, store: Store, idx: Sequence[int],
 
 @torch.inference_mode()
 def evaluate(model: ClassifierModel, store: Store, batches: list[list[int]],
-             device: torch.device, class_weights: torch.Tensor | None = None
-             ) -> dict[str, float | torch.Tensor]:
-    """Mean loss, accuracy and per-example probabilities (in store order) over `batches`."""
+             device: torch.device, class_weights: torch.Tensor | None = None,
+             desc: str | None = None) -> dict[str, float | torch.Tensor]:
+    """Mean loss, accuracy and per-example probabilities (in store order) over `batches`;
+    with `desc`, a progress bar (or lines) under that name."""
     model.eval()
+    bar = progress(sum(map(len, batches)), desc or "", enabled=desc is not None)
     total_loss, correct, count = 0.0, 0, 0
     probs = torch.full((len(store), model.head.out_features), float("nan"))
     for idx in batches:
@@ -49,6 +52,8 @@ def evaluate(model: ClassifierModel, store: Store, batches: list[list[int]],
         correct += int((logits.argmax(-1) == y).sum())
         count += len(idx)
         probs[idx] = torch.softmax(logits, -1).cpu()
+        bar.update(len(idx))
+    bar.close()
     return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1),
             "probs": probs}
 
@@ -131,14 +136,14 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
     st = checkpoint.restore(payload, model, opt, sched, gen, stopper) if payload else LoopState()
     if payload:
         log(f"resuming at epoch {st.epoch + 1}, step {st.step + 1}")
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=st.step + 1, desc="training",
-               unit="step", disable=None)
     while st.epoch < cfg.epochs:
         t0 = time.perf_counter()
         if st.order is None:
             st.order = make_batches(train_store.lengths, cfg.batch_size, True, gen, True,
                                     cfg.bucket)
             st.order = st.order[: len(st.order) - len(st.order) % cfg.grad_accum]
+        bar = progress((len(st.order) - st.batch) // cfg.grad_accum,
+                       f"epoch {st.epoch + 1}/{cfg.epochs}", "steps", enabled=dist.main)
         while st.batch < len(st.order):
             group = st.order[st.batch: st.batch + cfg.grad_accum]
             loss = _step(runner, train_store, group, opt, sched, device, weights, dist,
@@ -153,6 +158,7 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
                              weights, log)
             if checkpoint and dist.main and checkpoint.due(st.step):
                 checkpoint.save(model, opt, sched, gen, st, stopper)
+        bar.close()
         stop = _end_epoch(model, train_store, val_store, val_batches, cfg, gen, st, device,
                           weights, log, stopper, time.perf_counter() - t0)
         st.epoch, st.batch, st.order = st.epoch + 1, 0, None
@@ -160,7 +166,6 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
             checkpoint.save(model, opt, sched, gen, st, stopper)
         if stop:
             break
-    bar.close()
     return _finish(model, st, stopper, log)
 
 

@@ -15,16 +15,22 @@ from typing import Any
 
 import torch
 
+from gptcls.classifier.base_ref import base_identity
 from gptcls.classifier.config import ClassifierConfig
-from gptcls.classifier.encoding import fit_ids
+from gptcls.classifier.encoding import choose_max_length, fit_ids
+from gptcls.classifier.hf_compat import training_note
 from gptcls.classifier.model import ClassifierModel
+from gptcls.classifier.model_card import write_model_card
 from gptcls.classifier.run_dir import save_run
 from gptcls.data.examples import SPLIT_NAMES
-from gptcls.data.splits import Splits, load_splits
+from gptcls.data.splits import Splits, load_splits, write_splits
 from gptcls.device import device_for, resolve_precision
 from gptcls.distributed import finish, from_env, local_device
 from gptcls.errors import GptclsError
+from gptcls.evaluation.calibration import RELIABILITY_PLOT, Calibration, calibrate
 from gptcls.evaluation.metrics import classification_report, threshold_for_max_fpr
+from gptcls.evaluation.plots import plot_reliability
+from gptcls.evaluation.prior import PriorDecision, check_prior, decide_prior, prior_section
 from gptcls.options import (
     OPTIONS,
     TRAINABLE_POLICIES,
@@ -33,7 +39,6 @@ from gptcls.options import (
     check_values,
     config_fields,
     from_dict,
-    parse_context,
     to_dict,
     value,
 )
@@ -85,7 +90,9 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
     if opts.train.checkpoint_every and not resume and dist.main:
         save_options(opts, out / CHECKPOINT_DIR / "options.json")
     split_dir = out if dist.main else Path(tempfile.mkdtemp(prefix=f"gptcls-rank{dist.rank}-"))
-    splits = load_splits(opts.data, split_dir, log)
+    splits = load_splits(opts.data, None, log)
+    prior = decide_prior(opts.prior, splits, chapter=is_chapter(opts, splits))
+    write_splits(split_dir, splits)  # after every check of the data: a bad --prior writes nothing
     run = _prepare(opts, splits, device, dist, times)
     t0 = time.perf_counter()
     checkpointer = None
@@ -98,22 +105,24 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
                  checkpointer, dist)
     times["train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    final = {name: evaluate(run.model, store, full_batches(store), device)
+    final = {name: evaluate(run.model, store, full_batches(store), device,
+                            desc=f"evaluation ({name})" if dist.main else None)
              for name, store in run.stores.items()}
-    threshold = _choose_threshold(opts, run.stores["validation"], final["validation"]["probs"])
-    reports = {name: classification_report(run.stores[name].labels.tolist(),
-                                           final[name]["probs"].numpy(), splits.labels, threshold)
-               for name in SPLIT_NAMES}
+    cal, threshold, reports = _decide(opts, run, final, splits, prior)
     times["final_eval_s"] = time.perf_counter() - t0
     times["total_s"] = time.perf_counter() - t_all
     metrics = _metrics(opts, run, hist, final, reports, times, splits)
     metrics["processes"] = dist.world
+    metrics["calibration"] = {**cal.section, "plot": RELIABILITY_PLOT}
+    metrics["prior"] = prior_section(prior, cal.labels["test"], cal.probs["test"], threshold)
     if dist.main:
         _save(opts, run, splits, threshold, metrics)
         if checkpointer:  # the run is complete: its run directory replaces the checkpoint
             shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
         _plots(out, hist, opts.train.epochs, reports["test"], run.stores["test"],
                final["test"]["probs"])
+        plot_reliability(cal.labels["test"], cal.raw["test"], cal.probs["test"],
+                         out / RELIABILITY_PLOT)
     finish(dist)
     return metrics
 
@@ -157,10 +166,14 @@ def _save(opts: RunOptions, run: _Prepared, splits: Splits, threshold: float | N
     config = ClassifierConfig(
         model=run.pretrained.config, labels=splits.labels, max_length=run.max_length,
         tokenizer={}, threshold=threshold, trainable=run.policy,
+        temperature=metrics["calibration"]["temperature"],
         trainable_blocks=run.trainable_blocks, lora=model.lora, **config_fields(opts),
-        backbone={"model": opts.model, "weights": opts.weights, "source": run.pretrained.source})
+        backbone={"model": opts.model, "weights": opts.weights, "source": run.pretrained.source,
+                  **base_identity(opts)},  # path + sha256: a delta run's base
+        save=opts.save)  # save_run keeps every weight where there is no base to find again
     save_run(out, config, model.cpu(), run.tokenizer)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_model_card(out, config, metrics)
 
 
 def save_options(opts: RunOptions, path: Path) -> None:
@@ -200,6 +213,9 @@ def _build_model(opts: RunOptions, num_classes: int):
     pretrained = load_pretrained(opts.model, opts.weights, cache=opts.data.cache,
                                  seed=opts.train.seed)
     _log(f"backbone: {pretrained.source}")
+    if note := training_note(pretrained.config.family, opts.pooling, opts.head_bias,
+                             opts.causal_mask):
+        _log(note)
     pretrained.config = dataclasses.replace(pretrained.config, causal=opts.causal_mask)
     # The backbone takes the state dict's tensors (no second copy, no random init to discard).
     backbone = load_backbone(pretrained.config, pretrained.state_dict)
@@ -208,7 +224,7 @@ def _build_model(opts: RunOptions, num_classes: int):
     # out_head): the head's initial weights depend on the seed alone, not on how many random
     # numbers building this backbone happened to draw.
     torch.manual_seed(opts.train.seed)
-    model = ClassifierModel(backbone, num_classes, opts.pooling)
+    model = ClassifierModel(backbone, num_classes, opts.pooling, head_bias=opts.head_bias)
     trained = model.set_policy(policy, n_blocks, final_norm=opts.train_final_norm,
                                embeddings=opts.train_embeddings, lora=lora)
     if model.lora:
@@ -237,15 +253,30 @@ def trainable_policy(opts: RunOptions) -> tuple[str, int | None, dict[str, Any] 
                                                opts.lora_targets)
 
 
-def _choose_threshold(opts: RunOptions, val: Store, val_probs: torch.Tensor) -> float | None:
-    """Binary tasks: the given --threshold, or the lowest one keeping validation FPR <= max_fpr."""
+def _decide(opts: RunOptions, run: _Prepared, final: dict, splits: Splits,
+            prior: PriorDecision) -> tuple[Calibration, float | None, dict[str, dict]]:
+    """Temperature fitted on validation, the threshold (on calibrated probabilities) and the
+    splits' reports with both."""
+    cal = calibrate({n: r["probs"].numpy() for n, r in final.items()},
+                    {n: store.labels.tolist() for n, store in run.stores.items()})
+    threshold = _choose_threshold(opts, run.stores["validation"], cal.probs["validation"],
+                                  prior.threshold)
+    reports = {name: classification_report(cal.labels[name], cal.probs[name], splits.labels,
+                                           threshold) for name in SPLIT_NAMES}
+    return cal, threshold, reports
+
+
+def _choose_threshold(opts: RunOptions, val: Store, val_probs: Any,
+                      default: float | None = None) -> float | None:
+    """Binary tasks: the given --threshold, or the lowest one keeping validation FPR <= max_fpr,
+    else `default` (the prior's, evaluation/prior.py). On calibrated probabilities."""
     if opts.threshold is None and opts.max_fpr is None:
-        return None
+        return default
     if val_probs.shape[1] != 2:
         raise GptclsError("--threshold and --max-fpr apply to two-class tasks only")
     if opts.threshold is not None:
         return float(opts.threshold)
-    t = threshold_for_max_fpr(val.labels.tolist(), val_probs[:, 1].numpy(), opts.max_fpr)
+    t = threshold_for_max_fpr(val.labels.tolist(), val_probs[:, 1], opts.max_fpr)
     _log(f"threshold {t:.4f} chosen on validation for false-positive rate <= {opts.max_fpr}")
     return float(t)
 
@@ -263,15 +294,14 @@ def _plots(out: Path, hist: dict, epochs: int, report: dict, test: Store,
 
 def _tokenize_splits(tokenizer, splits: dict, opts: RunOptions, context_length: int
                      ) -> tuple[dict[str, list[list[int]]], int]:
-    """Token ids per split. max_length = the longest training text (the chapter's rule),
-    capped by --max-length and the model's context; other splits are truncated to it."""
-    limit = min(opts.max_length or context_length, context_length)
+    """Token ids per split, cut to the max_length `choose_max_length` picks from the training
+    texts (the chapter's longest training text unless texts run long); the run says which."""
     raw = {name: tokenizer.encode_batch([e.text for e in splits[name]]) for name in SPLIT_NAMES}
-    max_length = min(max(len(s) for s in raw["train"]), limit)
-    if opts.context == "model":
-        max_length = limit
-    elif opts.context != "longest":
-        max_length = min(parse_context(opts.context), limit)
+    choice = choose_max_length([len(s) for s in raw["train"]], context_length, opts.max_length,
+                               opts.context)
+    max_length = choice.max_length
+    _log(choice.message(opts.truncate, sum(len(s) > max_length for name in SPLIT_NAMES[1:]
+                                           for s in raw[name])))
     ids = {name: fit_ids(raw[name], max_length, tokenizer.pad_id, opts.pooling, opts.truncate)
            for name in SPLIT_NAMES}
     return ids, max_length
@@ -315,6 +345,14 @@ def _metrics(opts: RunOptions, run: _Prepared, hist: dict, final: dict, reports:
     }
 
 
+def is_chapter(opts: RunOptions, splits: Splits) -> bool:
+    """The chapter's job: the SMS Spam Collection (downloaded, or its file given as `make demo`
+    does) balanced by undersampling. Its balanced test figures stay the headline (argmax
+    decisions); the prior-aware figures are printed beside them."""
+    return (not opts.data.train and splits.balance == "undersample"
+            and all(r.format == "sms" for r in splits.reports))
+
+
 def check_options(opts: RunOptions) -> None:
     """Every check that needs no data and no weights, so a bad option fails before anything
     loads (and a grid fails before its first run trains)."""
@@ -323,6 +361,7 @@ def check_options(opts: RunOptions) -> None:
 
     check_model_name(opts.model)
     check_values(opts)  # choices, ranges, --context
+    check_prior(opts.prior)  # its form; its labels once the data is read
     policy, n_blocks, _ = trainable_policy(opts)  # includes the LoRA options
     if opts.model in PRESETS:
         n_layers = preset_config(opts.model).n_layers

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from gptcls.classifier.encoding import length_batches, pad_batch, unique_sequences
 from gptcls.classifier.model import ClassifierModel
 from gptcls.device import autocast
 from gptcls.distributed import Dist, gather_dict
 from gptcls.files import save_safetensors
+from gptcls.progress import progress
 
 
 @dataclass
@@ -70,7 +70,7 @@ def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[i
     model.eval()
     out: dict[int, torch.Tensor] = {}
     mine = list(range(dist.rank, len(first), dist.world))
-    bar = tqdm(total=len(mine), desc=f"caching {desc}", unit="text", disable=None, leave=False)
+    bar = progress(len(mine), f"trunk pass ({desc})", "texts", enabled=dist.main)
     for chunk in length_batches([len(ids[first[j]]) for j in mine], batch_tokens, max_batch=512):
         x, lengths = pad_batch([items[first[mine[c]]] for c in chunk])
         with autocast(device, precision):

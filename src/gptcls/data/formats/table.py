@@ -29,6 +29,7 @@ class Table:
     arrow_schema: Any = None  # Parquet only
     handle: Any = None  # the open text file (TextIOWrapper), for position() and close()
     warnings: list[str] = field(default_factory=list)  # appended to while rows are read
+    notes: list[str] = field(default_factory=list)  # what was decided about the file (header)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:

@@ -72,12 +72,17 @@ def check_text(path: Path, head: bytes, codec: str) -> None:
 
 def first_line(head: bytes, codec: str) -> str | None:
     """The first non-blank line of the head (all of it if longer), for format detection."""
+    return next(iter(head_lines(head, codec, 1)), None)
+
+
+def head_lines(head: bytes, codec: str, n: int = 5) -> list[str]:
+    """Up to `n` non-blank lines of the head (the last may be cut short), for detection."""
     try:
         text = codecs.getincrementaldecoder(codec)("replace").decode(head, final=False)
     except UnicodeError:  # e.g. UTF-16 without a BOM; reading the file will say what is wrong
-        return None
+        return []
     lines = text.removeprefix("\ufeff").split("\n")
-    return next((ln.removesuffix("\r") for ln in lines if ln.strip()), None)
+    return [ln.removesuffix("\r") for ln in lines if ln.strip()][:n]
 
 
 class TextFile:

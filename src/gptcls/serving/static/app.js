@@ -3,6 +3,32 @@
 
 const $ = (id) => document.getElementById(id);
 let maxTexts = 256;
+// A server started with an API key answers 401 until the page sends it; the key lives in this
+// tab's sessionStorage only.
+const KEY_STORE = "gptcls-api-key";
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_STORE);
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+function askForKey(message) {
+  $("auth").hidden = false;
+  showError(message);
+  $("api-key").focus();
+}
+
+// fetch with the key; a 401 opens the key box and fails with the server's message.
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options, headers: { ...(options.headers || {}), ...authHeaders() } });
+  if (response.status === 401) {
+    const body = await response.json().catch(() => ({}));
+    askForKey(body.detail || "this server needs an API key");
+    throw new Error(body.detail || "this server needs an API key");
+  }
+  return response;
+}
 
 function pct(p) { return (100 * p).toFixed(1) + "%"; }
 
@@ -63,7 +89,7 @@ function renderResult(text, result) {
 }
 
 async function postTexts(texts) {
-  const response = await fetch("/v1/classify", {
+  const response = await api("/v1/classify", {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ texts }),
@@ -98,18 +124,31 @@ async function classify() {
   }
 }
 
-async function init() {
-  $("classify").addEventListener("click", classify);
-  $("messages").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) classify();
-  });
+async function loadModel() {
   try {
-    const info = await (await fetch("/v1/model")).json();
+    const info = await (await api("/v1/model")).json();
     maxTexts = info.limits.max_texts;
     renderMetrics(info);
   } catch (err) {
     $("model-line").textContent = "could not load the model description";
   }
+}
+
+function useKey() {
+  sessionStorage.setItem(KEY_STORE, $("api-key").value.trim());
+  $("auth").hidden = true;
+  showError("");
+  loadModel();
+}
+
+async function init() {
+  $("classify").addEventListener("click", classify);
+  $("messages").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) classify();
+  });
+  $("use-key").addEventListener("click", useKey);
+  $("api-key").addEventListener("keydown", (e) => { if (e.key === "Enter") useKey(); });
+  await loadModel();
 }
 
 init();
