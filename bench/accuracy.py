@@ -43,7 +43,8 @@ def tfidf_baseline(run_dir: Path) -> dict:
 
 
 def main() -> None:
-    from gptcls.options import DEFAULT_MODEL, options_with_recipe, recipe_for
+    from gptcls.options import DEFAULT_MODEL
+    from gptcls.recipes import options_with_recipe, recipe_for
     from gptcls.training.pipeline import run_training
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

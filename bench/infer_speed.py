@@ -139,7 +139,7 @@ def build_gptcls(model_name: str, data: Path, max_length: int | None, tmp: Path)
     from gptcls.classifier.run_dir import save_run
     from gptcls.models import build_backbone
     from gptcls.models.weights.pretrained import load_pretrained
-    from gptcls.options import recipe_for
+    from gptcls.recipes import recipe_for
 
     weights = "random" if model_name.startswith("gpt2") else "pretrained"
     loaded = load_pretrained(model_name, weights, seed=SEED)

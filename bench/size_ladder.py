@@ -42,7 +42,7 @@ def offline_presets() -> list[str]:
 
 def one_run(model: str, seed: int, data: str, out: Path, trunk_cache: Path) -> dict:
     """Child process: train one backbone at one seed; its metrics plus its own peak RSS."""
-    from gptcls.options import options_with_recipe
+    from gptcls.recipes import options_with_recipe
     from gptcls.training.pipeline import run_training
 
     opts = options_with_recipe(out, model, data=data, seed=seed,

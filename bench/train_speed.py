@@ -147,7 +147,7 @@ def split_examples(work: Path) -> dict[str, list[gexamples.Example]]:
 
 
 def run_gptcls(args: argparse.Namespace, work: Path, precision: str = "auto") -> dict:
-    from gptcls.options import options_with_recipe
+    from gptcls.recipes import options_with_recipe
     from gptcls.training.pipeline import run_training
 
     out = work / f"gptcls_run_{precision}"

@@ -11,16 +11,8 @@ import pytest
 from gptcls.cli.main import build_parser
 from gptcls.cli.train import train_options
 from gptcls.errors import GptclsError
-from gptcls.options import (
-    OPTIONS,
-    RECIPES,
-    RunOptions,
-    from_dict,
-    options_with_recipe,
-    recipe_for,
-    to_dict,
-    value,
-)
+from gptcls.options import OPTIONS, RunOptions, from_dict, to_dict, value
+from gptcls.recipes import RECIPES, options_with_recipe, recipe_for
 from gptcls.training import grid
 
 

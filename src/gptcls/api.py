@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gptcls.options import default_run_dir, options_with_recipe
+from gptcls.options import default_run_dir
+from gptcls.recipes import options_with_recipe
 
 if TYPE_CHECKING:
     from gptcls.classifier.classifier import Classifier

@@ -41,8 +41,9 @@ except ImportError:
     raise GptclsError("GPTClassifier needs scikit-learn: pip install 'gptcls[sklearn]'") from None
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.options import DEFAULT_MODEL, OPTIONS, RunOptions, options_with_recipe
+from gptcls.options import DEFAULT_MODEL, OPTIONS, RunOptions
 from gptcls.progress import is_quiet, set_quiet
+from gptcls.recipes import options_with_recipe
 from gptcls.training.in_memory import Trained, forget_weights, quiet, restore, train_texts
 from gptcls.training.trunk_memo import MEMO
 

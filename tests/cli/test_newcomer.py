@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gptcls.cli.main import build_parser, main
-from gptcls.options import default_run_dir, options_with_recipe
+from gptcls.options import default_run_dir
+from gptcls.recipes import options_with_recipe
 
 
 def test_every_option_of_every_command_has_help():

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from gptcls.cli.common import EXAMPLES, add_options, given_options, print_predictions
-from gptcls.options import RunOptions, check_values, default_run_dir, options_with_recipe
+from gptcls.options import RunOptions, check_values, default_run_dir
+from gptcls.recipes import options_with_recipe
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +76,7 @@ def dry_run(opts: RunOptions) -> None:
     """Resolve and check the options, read, check and split the data; write nothing."""
     from gptcls.data.splits import describe_splits, load_splits
     from gptcls.evaluation.prior import decide_prior
-    from gptcls.options import describe
+    from gptcls.recipes import describe
     from gptcls.training.pipeline import check_options
 
     check_options(opts)

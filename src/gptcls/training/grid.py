@@ -162,7 +162,8 @@ def combinations(spec: GridSpec) -> list[dict[str, Any]]:
 
 def options_for(settings: dict[str, Any], run_dir: Path):
     """RunOptions of one combination: its model's recipe, then the settings (None: recipe's)."""
-    from gptcls.options import DEFAULT_MODEL, options_with_recipe
+    from gptcls.options import DEFAULT_MODEL
+    from gptcls.recipes import options_with_recipe
 
     rest = dict(settings)
     model = rest.pop("model", None) or DEFAULT_MODEL
