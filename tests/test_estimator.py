@@ -311,7 +311,6 @@ def test_sklearn_numeric_checks_on_numbers_written_as_texts():
     assert "failed" not in results, sorted(results["failed"])
     assert results["xfail"] == set(ADAPTER_EXPECTED_FAILURES)
     behaviour = set(EXPECTED_FAILED_CHECKS) - set(ADAPTER_EXPECTED_FAILURES)
-    behaviour -= {"check_classifier_data_not_an_array"}  # skipped without pandas
     assert behaviour <= results["passed"], sorted(behaviour - results["passed"])
 
 

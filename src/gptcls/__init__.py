@@ -8,9 +8,13 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from gptcls.errors import GptclsError
+
+# The library logs, the application decides what is shown (gptcls/log.py).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 __all__ = ["Classifier", "GPTClassifier", "GptclsError", "__version__", "train"]

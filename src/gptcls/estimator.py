@@ -41,6 +41,7 @@ except ImportError:
     raise GptclsError("GPTClassifier needs scikit-learn: pip install 'gptcls[sklearn]'") from None
 
 from gptcls.classifier.classifier import Classifier
+from gptcls.evaluation.multilabel import decide
 from gptcls.options import DEFAULT_MODEL, OPTIONS, RunOptions
 from gptcls.progress import is_quiet, set_quiet
 from gptcls.recipes import options_with_recipe
@@ -107,20 +108,33 @@ class GPTClassifier(ClassifierMixin, BaseEstimator):
             setattr(self, name, params.get(name, p.default))
 
     def fit(self, X: Any, y: Any) -> GPTClassifier:
-        """Train on texts X with labels y; returns self."""
+        """Train on texts X with labels y; returns self. y as label lists ([["a", "b"], [],
+        ...]) or a 0/1 indicator matrix (N, K) trains a multi-label classifier: classes_ is
+        then the sorted labels (MultiLabelBinarizer's order) or 0..K-1, and predict returns
+        an (N, K) indicator matrix."""
+        if (sets := label_sets(y)) is not None:
+            return self._fit(X, *sets)
         labels = as_labels(y)  # y first: its errors (one class, continuous) say the most
         classes, idx = label_indices(labels)
         if len(classes) < 2:
             raise EstimatorError(f"y has one class ({classes.tolist()[0]!r}); a classifier "
                                  "needs at least 2 classes")
+        return self._fit(X, classes, idx.tolist())
+
+    def _fit(self, X: Any, classes: np.ndarray, y: list) -> GPTClassifier:
+        """y: class indices, or 0/1 rows (multi-label)."""
         texts = as_texts(X)
-        if len(texts) != len(labels):
-            raise EstimatorError(f"X has {len(texts)} texts but y has {len(labels)} labels")
+        if len(texts) != len(y):
+            raise EstimatorError(f"X has {len(texts)} texts but y has {len(y)} labels")
+        multi = bool(y) and isinstance(y[0], list)
         with user_errors():
             opts = self.run_options()
+            if multi:
+                opts = dataclasses.replace(opts, data=dataclasses.replace(opts.data,
+                                                                          multi_label=True))
             log = _stderr if self.verbose else quiet
             with progress_shown(self.verbose):
-                trained = train_texts(opts, texts, idx.tolist(), [str(c) for c in classes],
+                trained = train_texts(opts, texts, y, [str(c) for c in classes],
                                       self.validation_fraction, log)
             if self.out is not None:
                 save_run_dir(trained, opts, self.out)
@@ -158,16 +172,32 @@ class GPTClassifier(ClassifierMixin, BaseEstimator):
         return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """(N, n_classes) class probabilities, columns in classes_ order."""
+        """(N, n_classes) class probabilities, columns in classes_ order (multi-label: each
+        label's own sigmoid probability)."""
+        if self._multi_label():
+            return torch.sigmoid(self._logits(X)).numpy()
         return torch.softmax(self._logits(X), -1).numpy()
+
+    def _multi_label(self) -> bool:
+        check_is_fitted(self)
+        return self._trained.classifier.config.multi_label
 
     def predict(self, X: Any) -> np.ndarray:
         """A label per text (the fitted threshold decides two-class tasks when one is set)."""
         probs = self.predict_proba(X)
+        if self._multi_label():  # (N, K) 0/1, each label at its own threshold
+            return decide(probs, self._trained.classifier.config.thresholds).astype(int)
         threshold = self._trained.classifier.config.threshold
         if threshold is not None and probs.shape[1] == 2:
             return self.classes_[(probs[:, 1] >= threshold).astype(int)]
         return self.classes_[probs.argmax(1)]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy; multi-label: subset accuracy (every label of a text right), y as label
+        lists or an indicator matrix."""
+        if self._multi_label() and (sets := label_sets(y, self.classes_)) is not None:
+            y = np.asarray(sets[1])
+        return super().score(X, y, sample_weight)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -270,6 +300,37 @@ def as_labels(y: Any) -> np.ndarray:
         raise EstimatorError("y holds no labels (0 samples)")
     check_classification_targets(y)
     return y
+
+
+def label_sets(y: Any, classes: Sequence[Any] | None = None
+               ) -> tuple[np.ndarray, list[list[int]]] | None:
+    """(classes_, 0/1 rows) when y is multi-label: a sequence of label lists/tuples/sets
+    (classes sorted, as MultiLabelBinarizer) or a 2-d 0/1 indicator array or frame (with a
+    `shape`; classes 0..K-1); None for one label per text."""
+    if y is not None and not hasattr(y, "__len__"):
+        y = np.asarray(y)  # array-likes with only __array__ (scikit-learn's _NotAnArray)
+    if y is None or isinstance(y, str) or not len(y):
+        return None
+    shape = getattr(y, "shape", None)
+    if shape is not None and len(shape) == 2 and shape[1] > 1:
+        rows = np.asarray(y)
+        if not np.isin(rows, (0, 1)).all():
+            raise EstimatorError("a 2-d y is a multi-label indicator matrix: 0/1 values only")
+        return np.arange(rows.shape[1]), rows.astype(int).tolist()
+    first = y.iloc[0] if hasattr(y, "iloc") else next(iter(y))
+    if shape is not None and len(shape) > 1 or not isinstance(first, list | tuple | set
+                                                               | frozenset):
+        return None
+    if classes is None:
+        classes = np.array(sorted({lab for row in y for lab in row}), dtype=object)
+    index = {lab: k for k, lab in enumerate(classes)}
+    rows = [[0] * len(classes) for _ in y]
+    for row, labs in zip(rows, y, strict=True):
+        for lab in labs:
+            if lab not in index:
+                raise EstimatorError(f"label {lab!r} is not one of classes_")
+            row[index[lab]] = 1
+    return classes, rows
 
 
 def label_indices(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -85,6 +85,12 @@ class DataOptions:
         (0.7, 0.1, 0.2), "train,validation,test fractions (default: 0.7,0.1,0.2)", "split",
         metavar="FRACTIONS")
     split_seed: int = option(123, "seed of the train/validation/test split", "split")
+    multi_label: bool = option(False, "each text has a set of labels (one sigmoid per label, "
+                               "thresholds chosen on validation): a separated list in the label "
+                               "column, or --label-column a,b,c naming 0/1 columns", "data",
+                               in_config=True)
+    label_separator: str = option("|", "with --multi-label: what separates the labels in one "
+                                  "column (default: |)", "data", in_config=True)
     balance: str = option("undersample", "undersample the majority classes (default, the "
                           "chapter's), keep the data as it is (none), or weight the loss by "
                           "inverse class frequency", "split", choices=BALANCE_MODES)
@@ -131,10 +137,10 @@ class TrainConfig:
                                   "without improvement", "training", recipe=True)
     # auto = bf16 where the hardware has native bf16 (CUDA, AVX512-BF16/AMX CPUs), else fp32.
     precision: str = option(
-        "auto", "compute dtype of the frozen layers: auto (default: bf16 where the hardware has "
-        "native bf16 measured faster than fp32 - CUDA, most AVX512-BF16/AMX CPUs - else "
-        "fp32), fp32 "
-        "(exact) or bf16; the trained layers stay fp32 on CPU", "speed and runtime",
+        "auto", "compute dtype of the matrix products (frozen trunk, trained layers, "
+        "evaluation): auto (default: bf16 where the hardware has native bf16 measured faster "
+        "than fp32 - CUDA, most AVX512-BF16/AMX CPUs - else fp32), fp32 (exact) or bf16; "
+        "weights and optimizer state stay fp32", "speed and runtime",
         choices=PRECISIONS)
     trunk_cache_dir: str | None = option(
         None, "keep frozen-trunk activations here and reuse them in later runs with the same "
@@ -145,6 +151,14 @@ class TrainConfig:
     checkpoint_every: int | None = option(
         None, "checkpoint every N steps and at each epoch end, for --resume",
         "speed and runtime", metavar="N")
+    # Not recipe options: they choose among recipes (training/search.py).
+    search: bool = option(False, "try a few recipes (trainable blocks, pooling, lr, head lr; "
+                          "early stopping on validation macro-F1) on one pass of the frozen "
+                          "trunk and keep the best on validation (table: search.csv)",
+                          "training")
+    search_budget: float = option(600.0, "with --search: seconds it may take, trunk pass "
+                                  "included (default 600)", "training", minimum=0,
+                                  metavar="SECONDS")
     # Derived from the data (--balance weighted), never given: not an option.
     class_weights: list[float] | None = None
 

@@ -8,11 +8,13 @@ tenth of the work prints one line with done/total, the rate and the time left:
 
     trunk pass (train): 40% (800/2,000 texts) 12.3 texts/s, ETA 1m38s
 
-A pass that ends within `MIN_SECONDS` prints nothing (tqdm's `delay` on a terminal).
+A pass that ends within `MIN_SECONDS` prints nothing (tqdm's `delay` on a terminal), and so
+does every pass when the "gptcls" logger is set above INFO (an application silencing gptcls).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from typing import Any, TextIO
 
 MIN_SECONDS = 3.0  # a pass shorter than this shows no progress at all
 IDLE_SECONDS = 30.0  # with no known total, a plain line at most this often
+LOADING = "loading backbone"  # the name of the weights-loading pass
 _quiet = False
 
 
@@ -31,6 +34,15 @@ def set_quiet(quiet: bool = True) -> None:
 
 def is_quiet() -> bool:
     return _quiet
+
+
+def silenced() -> bool:
+    """True under `set_quiet` (-q) or when an application set the "gptcls" logger itself
+    above INFO: either way gptcls was asked to keep quiet. (The logger's effective level is not
+    asked: with logging unconfigured that is the root's WARNING, and a plain script would lose
+    its progress lines.)"""
+    level = logging.getLogger("gptcls").level
+    return _quiet or level > logging.INFO
 
 
 def format_duration(seconds: float) -> str:
@@ -126,7 +138,7 @@ def progress(total: int | None, desc: str, unit: str = "texts", *, enabled: bool
     otherwise, nothing when disabled (another rank, a caller's switch) or quiet."""
     stream = stream if stream is not None else sys.stderr
     wait = MIN_SECONDS if min_seconds is None else min_seconds
-    if _quiet or not enabled:
+    if not enabled or silenced():
         return Silent()
     if tty is None:
         tty = bool(getattr(stream, "isatty", lambda: False)())

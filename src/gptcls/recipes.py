@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptcls.data.multilabel import multi_label_values
 from gptcls.errors import GptclsError
 from gptcls.options import (
     DEFAULT_MODEL,
@@ -61,6 +62,7 @@ def options_with_recipe(out: str | Path, model: str = DEFAULT_MODEL, **given: An
     An option given explicitly always beats the recipe."""
     check_names(given)
     values = {k: coerce(k, v) for k, v in given.items() if v is not None}
+    values = multi_label_values(values)  # its own default balance; single-label options
     policy, blocks = values.get("trainable"), values.get("trainable_blocks")
     if policy in ("last-layer", "last-block", "all") and blocks is not None:
         raise GptclsError(f"--trainable-blocks goes with --trainable last-N-blocks or lora, "

@@ -326,7 +326,8 @@ def _forbid_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_fetch_primary_404_falls_back_then_reuses_cache(
-    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
 ) -> None:
     server.routes["/backup.zip"] = _zip(FAKE_SMS)
     urls = (server.url("/primary.zip"), server.url("/backup.zip"))
@@ -335,7 +336,7 @@ def test_fetch_primary_404_falls_back_then_reuses_cache(
     assert path == tmp_path / SMS_SUBDIR / SMS_MEMBER
     assert path.read_bytes() == FAKE_SMS
     assert server.hits == ["/primary.zip", "/backup.zip"]
-    assert "HTTP 404" in capsys.readouterr().err
+    assert "HTTP 404" in caplog.text  # a warning on the "gptcls.data.sms" logger
     assert _cache_files(tmp_path) == [path]
 
     server.stop()

@@ -2,6 +2,7 @@
 run directories with merged and unmerged adapters, trunk caching, and the CLI."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -278,13 +279,14 @@ def test_lora_on_the_top_two_blocks_caches_the_trunk_exactly(name):
     ("lora", 1, True, False, "the embeddings train (--train-embeddings)"),
 ])
 def test_trunk_cache_is_used_where_the_policy_allows_it(policy, n_blocks, embeddings, cached,
-                                                       message, capsys):
+                                                       message, caplog):
+    caplog.set_level(logging.INFO, logger="gptcls")  # the library logs what it decided
     model = tiny(n_layers=3)
     model.set_policy(policy, n_blocks, embeddings=embeddings,
                      lora={"rank": 2} if policy == "lora" else None)
     ids, _ = synthetic(8)
     assert _use_cache(model, {"train": ids}, TrainConfig()) is cached
-    err = capsys.readouterr().err.strip()
+    err = "\n".join(r.getMessage() for r in caplog.records)
     if message is None:
         assert err == ""
     else:

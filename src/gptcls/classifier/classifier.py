@@ -18,6 +18,7 @@ from gptcls.classifier.encoding import (
     windows,
 )
 from gptcls.classifier.model import ClassifierModel
+from gptcls.classifier.multilabel import evaluate_multilabel, label_sets
 from gptcls.classifier.run_dir import load_run, save_run
 from gptcls.device import autocast, device_for
 from gptcls.errors import GptclsError
@@ -68,6 +69,7 @@ class Classifier:
     def predict_proba(self, texts: str | Sequence[str], long_text: str = "truncate",
                       chunk_reduce: str = "mean") -> np.ndarray:
         """(N, num_classes) probabilities, in input order; one string gives (num_classes,).
+        Multi-label runs: each label's own sigmoid probability (rows need not sum to 1).
 
         long_text="chunk": a text longer than max_length is cut into half-overlapping windows
         whose probabilities are averaged (chunk_reduce="mean") or max-pooled per class ("max").
@@ -93,7 +95,7 @@ class Classifier:
             np.add.at(out, index, probs)
             return out / np.bincount(index, minlength=len(texts))[:, None]
         np.maximum.at(out, index, probs)
-        return out / out.sum(1, keepdims=True)
+        return out if self.config.multi_label else out / out.sum(1, keepdims=True)
 
     def predict_proba_ids(self, ids: Sequence[Sequence[int]], batch_tokens: int = 4096,
                           max_batch: int = 128) -> np.ndarray:
@@ -112,7 +114,8 @@ class Classifier:
             x, lengths = pad_batch([torch.tensor(ids[first[j]]) for j in chunk])
             with autocast(self.device, self.precision):
                 logits = self.model(x.to(self.device), lengths.to(self.device)).float()
-            probs[chunk] = torch.softmax(logits / self.config.temperature, -1).cpu().numpy()
+            probs[chunk] = (torch.sigmoid(logits) if self.config.multi_label else torch.softmax(
+                logits / self.config.temperature, -1)).cpu().numpy()
         return probs[owner]
 
     def evaluate(self, path: str | Path, long_text: str = "truncate", chunk_reduce: str = "mean",
@@ -122,6 +125,8 @@ class Classifier:
         from gptcls.data.labelled import read_labelled
         from gptcls.evaluation.metrics import classification_report
 
+        if self.config.multi_label:
+            return evaluate_multilabel(self, path, long_text, chunk_reduce, **read_options)
         examples, _report = read_labelled(path, **read_options)
         unknown = sorted({e.label for e in examples} - set(self.labels))
         if unknown:
@@ -132,7 +137,11 @@ class Classifier:
         y = [self.labels.index(e.label) for e in examples]
         return classification_report(y, probs, self.labels, self.config.threshold)
 
-    def labels_from_proba(self, probs: np.ndarray) -> list[str]:
+    def labels_from_proba(self, probs: np.ndarray) -> list[str] | list[list[str]]:
+        """A label per row; multi-label runs: the list of labels at or above their thresholds
+        (possibly empty)."""
+        if self.config.multi_label:
+            return label_sets(probs, self.labels, self.config.thresholds)
         t = self.config.threshold
         if t is not None and len(self.labels) == 2:
             return [self.labels[int(p[1] >= t)] for p in probs]
@@ -144,8 +153,9 @@ class Classifier:
     @overload
     def predict(self, texts: Sequence[str]) -> list[str]: ...
 
-    def predict(self, texts: str | Sequence[str]) -> str | list[str]:
-        """A label per text, in input order; one string gives one label."""
+    def predict(self, texts: str | Sequence[str]) -> str | list[str] | list[list[str]]:
+        """A label per text, in input order; one string gives one label. Multi-label runs: a
+        list of labels per text."""
         if isinstance(texts, str):
             return self.predict([texts])[0]
         return self.labels_from_proba(self.predict_proba(texts))

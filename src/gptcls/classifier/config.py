@@ -46,6 +46,11 @@ class ClassifierConfig:
     # text_separator into the one text, by predict too (gptcls.data.columns).
     text_column: str | None = None
     text_separator: str = TEXT_SEPARATOR
+    # Multi-label runs: a sigmoid per label, labels[k] predicted when its probability >=
+    # thresholds[k] (chosen on validation); label_separator joins label sets in files.
+    multi_label: bool = False
+    thresholds: list[float] | None = None
+    label_separator: str = "|"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

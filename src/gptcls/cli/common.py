@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gptcls.errors import GptclsError
 from gptcls.options import GROUPS, OPTIONS
 from gptcls.schema import Option, shown
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EXAMPLES = [
     "You are a winner you have been specially selected to receive $1000 cash or a $2000 award.",
@@ -61,9 +65,34 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+def add_verbosity(parser: argparse.ArgumentParser, default: Any) -> None:
+    """-q/-v, before the command (default False) and after it (default SUPPRESS, so an
+    absent flag there keeps what was given before the command)."""
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="print results, warnings and errors only: no log, no progress")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="also print debugging detail")
+
+
+def prediction_records(clf, texts: list[str], probs: np.ndarray) -> list[dict[str, Any]]:
+    """What `classify --json` prints for each text: the text, its label and every label's
+    probability (probs: (len(texts), num_labels), in clf.labels' order)."""
+    return [{"text": text, ("labels" if isinstance(label, list) else "label"): label,
+             "probabilities": {lab: float(q) for lab, q in zip(clf.labels, p, strict=True)}}
+            for text, label, p in zip(texts, clf.labels_from_proba(probs), probs, strict=True)]
+
+
 def print_predictions(clf, texts: list[str], long_text: str = "truncate",
-                      chunk_reduce: str = "mean") -> None:
-    """One `label<TAB>probability<TAB>text` line per text."""
+                      chunk_reduce: str = "mean", as_json: bool = False) -> None:
+    """One `label<TAB>probability<TAB>text` line per text, or (as_json) one JSON object per
+    line (JSON Lines: `prediction_records`) and nothing else."""
     probs = clf.predict_proba(texts, long_text=long_text, chunk_reduce=chunk_reduce)
-    for text, label, p in zip(texts, clf.labels_from_proba(probs), probs, strict=True):
-        print(f"{label}\t{p[clf.labels.index(label)]:.4f}\t{text}")
+    for r in prediction_records(clf, texts, probs):
+        if as_json:
+            print(json.dumps(r, ensure_ascii=False))
+        elif "labels" in r:  # multi-label: the set, each label with its probability
+            from gptcls.classifier.multilabel import label_set_line
+
+            print(label_set_line(r, clf.config.label_separator))
+        else:
+            print(f"{r['label']}\t{r['probabilities'][r['label']]:.4f}\t{r['text']}")

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from gptcls.cli.common import add_options, print_predictions
+from gptcls.cli.audit import add_audit, cmd_audit
+from gptcls.cli.common import add_options, add_verbosity, print_predictions
 from gptcls.cli.train import add_train, cmd_train
 from gptcls.errors import GptclsError
 from gptcls.options import PRECISIONS, READ_OPTIONS
@@ -38,6 +39,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     _add_long_text(p)
     _add_runtime(p)
     p.add_argument("--out", help="write the report as JSON here")
+    p.add_argument("--json", action="store_true", help="print the report as JSON, not a table")
 
 
 def _add_classify(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +52,8 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
                    help="run this ONNX export of the run (a .onnx file or an export "
                    "directory) with onnxruntime instead of PyTorch; RUN_DIR may itself be an "
                    "ONNX export directory")
+    p.add_argument("--json", action="store_true", help="print one JSON object per text "
+                   "(JSON Lines): text, label, probabilities per label")
     _add_long_text(p)
 
 
@@ -150,10 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gptcls", description="Fine-tune pretrained GPT-style language models into text "
         "classifiers, then classify, evaluate, serve and export them.")
     parser.add_argument("--version", action="version", version=f"gptcls {__version__}")
+    add_verbosity(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_train, _add_classify, _add_evaluate, _add_generate, _add_import,
-                _add_predict, _add_serve, _add_export, _add_merge, _add_grid):
+                _add_predict, _add_serve, _add_export, _add_merge, _add_grid, add_audit):
         add(sub)
+    for p in sub.choices.values():  # -q/-v also after the command
+        add_verbosity(p, default=argparse.SUPPRESS)
     return parser
 
 
@@ -182,7 +189,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
         clf = OnnxClassifier.from_run(args.run_dir, args.onnx)
     else:
         clf = Classifier.load(args.run_dir, device=args.device, precision=args.precision)
-    print_predictions(clf, texts, args.long_text, args.chunk_reduce)
+    print_predictions(clf, texts, args.long_text, args.chunk_reduce, as_json=args.json)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -199,7 +206,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                           strict=args.strict, normalize_labels=args.normalize_labels,
                           no_header=args.no_header, label_level=args.label_level,
                           long_text=args.long_text, chunk_reduce=args.chunk_reduce)
-    print(format_report(report))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
@@ -286,20 +293,31 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _run(args: argparse.Namespace) -> None:
+    if args.command != "train":  # train checks its options first, torch-free
+        from gptcls.device import configure_threads
+
+        configure_threads()
+    COMMANDS[args.command](args)
+
+
 COMMANDS = {"train": cmd_train, "classify": cmd_classify, "evaluate": cmd_evaluate,
             "generate": cmd_generate,
             "import-book": cmd_import_book, "predict": cmd_predict, "serve": cmd_serve,
-            "export": cmd_export, "merge": cmd_merge, "grid": cmd_grid}
+            "export": cmd_export, "merge": cmd_merge, "grid": cmd_grid,
+            "audit": cmd_audit}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command != "train":  # train checks its options first, torch-free
-            from gptcls.device import configure_threads
+    from gptcls.log import cli_logging, verbosity_level
 
-            configure_threads()
-        COMMANDS[args.command](args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quiet and args.verbose:
+        parser.error("-q/--quiet and -v/--verbose contradict each other: give one")
+    try:
+        with cli_logging(verbosity_level(args.quiet, args.verbose)):
+            _run(args)
     except GptclsError as exc:
         print(f"gptcls: error: {exc}", file=sys.stderr)
         return 2

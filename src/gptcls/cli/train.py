@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 from pathlib import Path
 
 from gptcls.cli.common import EXAMPLES, add_options, given_options, print_predictions
 from gptcls.options import RunOptions, check_values, default_run_dir
 from gptcls.recipes import options_with_recipe
+
+_LOG = logging.getLogger(__name__)
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -57,10 +59,10 @@ def _resumed(run_dir: str) -> tuple[RunOptions, bool]:
 
     opts, started = resume_options(run_dir)
     if started:
-        print(f"resuming {run_dir} with the options it started with", file=sys.stderr)
+        _LOG.info(f"resuming {run_dir} with the options it started with")
     else:
-        print(f"{run_dir} stopped before its first checkpoint: starting it over with the "
-              "options it started with", file=sys.stderr)
+        _LOG.info(f"{run_dir} stopped before its first checkpoint: starting it over with the "
+                  "options it started with")
     return opts, started
 
 
@@ -80,7 +82,7 @@ def dry_run(opts: RunOptions) -> None:
     from gptcls.training.pipeline import check_options
 
     check_options(opts)
-    splits = load_splits(opts.data, None, lambda msg: print(msg, file=sys.stderr))
+    splits = load_splits(opts.data, None)  # its messages: the log
     decide_prior(opts.prior, splits, chapter=not (opts.data.data or opts.data.train))  # labels
     print(describe(opts))
     print(f"run directory: {opts.out} (not written: --dry-run)")
@@ -92,6 +94,8 @@ def _print_training_summary(m: dict, out: Path) -> None:
 
     t = m["times"]
     print(f"model: {m['model']} ({m['weights']} weights), run directory: {out}")
+    if "search" in m:  # --search: the tries and the recipe chosen on validation
+        print(m["search"]["line"])
     print("Test set:")
     print(format_report(m["reports"]["test"]))
     print(f"Training accuracy: {m['train_accuracy'] * 100:.2f}%")

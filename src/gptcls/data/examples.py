@@ -18,6 +18,9 @@ class Example:
 
     text: str
     label: str
+    # Multi-label rows: the label set (sorted); `label` is then the set joined by "|", for
+    # counts, leakage checks and the split files. None: a single-label row.
+    labels: tuple[str, ...] | None = None
 
 
 def label_mapping(examples: Iterable[Example], order: Sequence[str] | None = None) -> list[str]:

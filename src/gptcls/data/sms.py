@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 import io
-import sys
+import logging
 import urllib.error
 import urllib.request
 import zipfile
@@ -146,7 +146,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _note(message: str) -> None:
-    print(f"gptcls: {message}", file=sys.stderr)
+    logging.getLogger(__name__).warning(f"gptcls: {message}")
 
 
 # --------------------------------------------------------------------------- parsing

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gptcls.data.examples import SPLIT_NAMES, Example, PathLike, label_mapping, n_rows
 from gptcls.data.labelled import LoadReport, read_labelled
+from gptcls.data.multilabel import multilabel_parts
 from gptcls.data.partition import (
     balance_undersample,
     class_weights,
@@ -29,6 +30,7 @@ from gptcls.data.readers import open_table
 from gptcls.data.sms import SMS_LABELS, fetch_sms_spam, read_sms_file
 from gptcls.errors import GptclsError
 from gptcls.files import atomic_write_bytes
+from gptcls.log import line_logger
 from gptcls.options import BALANCE_MODES, DataOptions
 
 
@@ -53,11 +55,19 @@ class Splits:
 
 
 def load_splits(opts: DataOptions, out_dir: Path | None = None,
-                log: Callable[[str], None] = print) -> Splits:
+                log: Callable[[str], None] | None = None) -> Splits:
     """Read, check, balance and split the data; write train/validation/test.csv into out_dir
-    (None: write nothing, for a dry run). Every check runs before anything is written."""
+    (None: write nothing, for a dry run). Every check runs before anything is written.
+    `log` gets the lines worth telling the user (default: the "gptcls.data.splits" logger)."""
+    log = log or line_logger(__name__)
     if opts.balance not in BALANCE_MODES:
         raise GptclsError(f"unknown --balance {opts.balance!r}; use one of {BALANCE_MODES}")
+    if opts.multi_label:  # label sets: read and split by multilabel.py
+        parts, labels, weights, notes, reports = multilabel_parts(opts, log)
+        splits = Splits(*parts, labels, weights, notes, reports, opts.balance)
+        if out_dir is not None:
+            write_splits(out_dir, splits)
+        return splits
     reports: list[LoadReport] = []
     balanced = None
     given = [opts.train, opts.validation, opts.test]
@@ -154,7 +164,7 @@ def describe_splits(splits: Splits) -> str:
             f"{k!r} ({n_rows(n)})" for k, n in splits.dropped_rare.items()))
     lines.append(f"balance: {balance}")
     parts = [splits[name] for name in SPLIT_NAMES]
-    counts = [Counter(ex.label for ex in part) for part in parts]
+    counts = [Counter(lab for ex in part for lab in ex.labels or (ex.label,)) for part in parts]
     width = max(len("total"), *(len(k) for k in splits.labels))
     lines.append(f"{len(splits.labels)} labels".ljust(width + 2)
                  + "".join(f"{name:>12}" for name in SPLIT_NAMES))
@@ -192,7 +202,7 @@ def write_split_csv(path: PathLike, examples: Iterable[Example], labels: Sequenc
     writer = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\n")
     writer.writerow(["text", "label"])
     for ex in examples:
-        if ex.label not in known:
+        if ex.label not in known and ex.labels is None:  # a label set: joined, its own check
             raise GptclsError(f"label {ex.label!r} is not one of the classes {list(labels)}")
         writer.writerow([ex.text, ex.label])
     try:

@@ -95,6 +95,10 @@ def _f1(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def format_report(report: dict) -> str:
     """A text table of a `classification_report` result, headline metric first."""
+    if report.get("multi_label"):  # a multilabel_report (evaluation/multilabel.py)
+        from gptcls.evaluation.multilabel import format_multilabel_report
+
+        return format_multilabel_report(report)
     labels, per = report["labels"], report["per_class"]
     supports = [per[name]["support"] for name in labels]
     summary = [("accuracy", report["accuracy"]), ("macro-F1", report["macro_f1"])]

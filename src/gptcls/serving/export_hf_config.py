@@ -34,13 +34,16 @@ def hf_config(config: ClassifierConfig, tok: Tokenizer, architecture: str,
     out.update({
         "id2label": {str(i): lab for i, lab in enumerate(labels)},
         "label2id": {lab: i for i, lab in enumerate(labels)},
-        "problem_type": "single_label_classification", "pad_token_id": tok.pad_id,
+        # multi-label: transformers trains with BCE and its pipeline applies a sigmoid.
+        "problem_type": "multi_label_classification" if config.multi_label
+        else "single_label_classification", "pad_token_id": tok.pad_id,
         "eos_token_id": tok.eot_id,
         "bos_token_id": tok.bos_id if tok.bos_id is not None else tok.eot_id,
         "dtype": "float32", "use_cache": False,
         # Not read by transformers: what gptcls applies around the model.
         "gptcls": {"max_length": config.max_length, "truncate": config.truncate,
-                   "threshold": config.threshold, "backbone": config.backbone}})
+                   "threshold": config.threshold, "backbone": config.backbone,
+                   **({"thresholds": config.thresholds} if config.multi_label else {})}})
     return out
 
 

@@ -301,7 +301,10 @@ class OnnxClassifier(Classifier):
                 x[row, :len(ids[i])], mask[row, :len(ids[i])] = ids[i], 1
             logits = self.session.run(["logits"], {"input_ids": x, "attention_mask": mask})[0]
             logits = logits / self.temperature  # 1.0 where the graph applies calibration
-            e = np.exp(logits - logits.max(-1, keepdims=True))
-            probs[chunk] = e / e.sum(-1, keepdims=True)
+            if self.config.multi_label:  # a sigmoid per label
+                probs[chunk] = 1.0 / (1.0 + np.exp(-logits))
+            else:
+                e = np.exp(logits - logits.max(-1, keepdims=True))
+                probs[chunk] = e / e.sum(-1, keepdims=True)
             start += len(chunk)
         return probs

@@ -41,8 +41,9 @@ class OutputLayout:
 
     @classmethod
     def build(cls, source: RowSource, labels: list[str], threshold: float | None,
-              fmt: str) -> OutputLayout:
-        ours = ["label", *(f"prob_{lab}" for lab in labels), "threshold"]
+              fmt: str, label_column: str = "label") -> OutputLayout:
+        """label_column "labels": a multi-label run's column of separated label sets."""
+        ours = [label_column, *(f"prob_{lab}" for lab in labels), "threshold"]
         if len(set(ours)) != len(ours):
             raise GptclsError(f"labels {labels} give clashing prob_ column names")
         taken, renamed = set(ours), []
@@ -133,6 +134,6 @@ def _arrow_schema(source: RowSource, inputs: list[str], ours: list[str]) -> Any:
         fields = [f.with_name(n) for f, n in zip(source.arrow_schema, inputs, strict=True)]
     else:  # CSV/JSON values: strings (non-string JSON values as their JSON text)
         fields = [pa.field(n, pa.string()) for n in inputs]
-    fields += [pa.field("label", pa.string())]
+    fields += [pa.field(ours[0], pa.string())]
     fields += [pa.field(n, pa.float64()) for n in ours[1:]]
     return pa.schema(fields)

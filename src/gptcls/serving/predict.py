@@ -71,7 +71,8 @@ def predict_file(run: Any, input_path: str | os.PathLike, output_path: str | os.
     source = open_source(src_path, format, text_column, encoding, chunk_size, no_header,
                          clf.config.text_column, clf.config.text_separator)
     try:
-        layout = OutputLayout.build(source, clf.labels, clf.config.threshold, out_fmt)
+        layout = OutputLayout.build(source, clf.labels, clf.config.threshold, out_fmt,
+                                    "labels" if clf.config.multi_label else "label")
         partial = PartialDir(out, fingerprint(src_path, run, source, layout, long_text,
                                               chunk_reduce))
         _agree(d, lambda: partial.open(resume))  # one process checks or creates it
@@ -124,7 +125,10 @@ def classify_rows(clf: Any, source: RowSource, layout: OutputLayout, rows: list[
     labels = clf.labels_from_proba(probs) if keep else []
     results: list[tuple[str, list[float]] | None] = [None] * len(rows)
     for j, i in enumerate(keep):
-        results[i] = (labels[j], [float(p) for p in probs[j]])
+        label = labels[j]
+        if isinstance(label, list):  # multi-label: the set, as the run's files write it
+            label = clf.config.label_separator.join(label)
+        results[i] = (label, [float(p) for p in probs[j]])
     return [layout.row(r, res) for r, res in zip(rows, results, strict=True)], len(keep)
 
 

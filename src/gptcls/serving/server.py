@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from gptcls.errors import GptclsError
+from gptcls.progress import silenced
 from gptcls.serving.batching import MicroBatcher
 
 API_KEY_ENV = "GPTCLS_API_KEY"
@@ -84,7 +85,8 @@ def _models() -> tuple[type, type]:
                                  examples=[["WINNER!! Claim your prize now", "See you at 6?"]])
 
     class Result(BaseModel):
-        label: str
+        label: str | None = None  # single-label runs
+        labels: list[str] | None = None  # multi-label runs: every label at its threshold
         probabilities: dict[str, float]
 
     class ClassifyResponse(BaseModel):
@@ -173,6 +175,7 @@ def _add_routes(app: Any, clf: Any, batcher: MicroBatcher, tokenizers: ThreadPoo
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
     @app.post("/v1/classify", response_model=response_model, dependencies=guard,
+              response_model_exclude_none=True,  # label or labels, as the run decides
               responses={401: {"description": "missing or wrong API key"},
                          413: {"description": "body too large"},
                          422: {"description": "malformed JSON, too many, empty or long texts"}})
@@ -184,7 +187,8 @@ def _add_routes(app: Any, clf: Any, batcher: MicroBatcher, tokenizers: ThreadPoo
         ids = await loop.run_in_executor(tokenizers, clf.encode, request.texts)
         probs = await batcher.submit(ids)
         labels = clf.labels_from_proba(probs)
-        return {"results": [{"label": lab, "probabilities": dict(zip(clf.labels, map(float, p),
+        key = "labels" if clf.config.multi_label else "label"
+        return {"results": [{key: lab, "probabilities": dict(zip(clf.labels, map(float, p),
                                                                      strict=True))}
                             for lab, p in zip(labels, probs, strict=True)]}
 
@@ -254,7 +258,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, device
     except ImportError:
         raise GptclsError("serving needs the serve extra: pip install 'gptcls[serve]'") from None
     app = create_app(run_dir, device=device, precision=precision, api_key=api_key, **limits)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="warning" if silenced() else "info")
 
 
 def is_loopback(host: str) -> bool:

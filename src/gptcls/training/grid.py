@@ -11,11 +11,9 @@ grid keys at once.
 from __future__ import annotations
 
 import csv
-import functools
 import itertools
 import json
 import re
-import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gptcls.errors import GptclsError
+from gptcls.log import line_logger
 
 SETTINGS_FILE = "grid-settings.json"
 CONFIG_KEYS = {"base", "grid", "out"}
@@ -234,7 +233,7 @@ def run_runs(runs: Sequence[dict[str, Any]], out: str | Path,
              names: Sequence[str] | None = None,
              log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Validate, then train each settings dict into `out/<name>`; write grid.md/.csv/.png."""
-    log = log or functools.partial(print, file=sys.stderr, flush=True)
+    log = log or line_logger(__name__)
     validate(runs)
     out, varying = Path(out), varying_keys(runs)
     width = max(2, len(str(len(runs))))

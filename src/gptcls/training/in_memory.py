@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gptcls.classifier.classifier import Classifier
@@ -29,13 +30,16 @@ from gptcls.classifier.config import ClassifierConfig
 from gptcls.classifier.encoding import choose_max_length, fit_ids
 from gptcls.classifier.model import ClassifierModel
 from gptcls.data.examples import Example
+from gptcls.data.multilabel import positive_weights
 from gptcls.data.partition import balance_undersample, class_weights
 from gptcls.device import device_for, resolve_precision
 from gptcls.errors import GptclsError
 from gptcls.evaluation.metrics import threshold_for_max_fpr
+from gptcls.evaluation.multilabel import choose_thresholds
 from gptcls.options import RunOptions, config_fields
+from gptcls.training.builder import build_model
 from gptcls.training.loop import evaluate, logits_for, train
-from gptcls.training.pipeline import check_options, trainable_policy
+from gptcls.training.pipeline import check_options
 from gptcls.training.trunk_cache import Store, cache_size_mb, full_batches, trunk_fingerprint
 from gptcls.training.trunk_memo import MEMO
 
@@ -87,7 +91,9 @@ def train_texts(opts: RunOptions, texts: Sequence[str], y: Sequence[int], labels
     device = device_for(opts.device)
     train_idx, val_idx = holdout(y, validation_fraction, opts.data.split_seed)
     train_idx, weights = balanced(train_idx, y, len(labels), opts)
-    model, tokenizer, pretrained, policy, n_blocks = build_classifier(opts, len(labels), log)
+    model, tokenizer, pretrained, policy, n_blocks = build_model(opts, len(labels),
+                                                                 pretrained_copy(opts))
+    log(f"backbone: {pretrained.source}")
     model.to(device)
     raw = tokenizer.encode_batch([texts[i] for i in train_idx])
     choice = choose_max_length([len(s) for s in raw], pretrained.config.context_length,
@@ -113,6 +119,9 @@ def train_texts(opts: RunOptions, texts: Sequence[str], y: Sequence[int], labels
     trained.history = history if val_idx else {k: v for k, v in history.items()
                                                 if not k.startswith("val_")}
     config.threshold = choose_threshold(opts, model, val_store, device)
+    if opts.data.multi_label:  # per-label thresholds on the held-out texts (else training's)
+        probs = evaluate(model, val_store, full_batches(val_store), device)["probs"]
+        config.thresholds = choose_thresholds(val_store.labels.numpy(), probs.numpy())
     if model.lora and opts.merge_lora:
         model.merge_lora()  # what a run directory holds: a plain model, the same logits
         config.lora = model.lora
@@ -138,8 +147,8 @@ def holdout(y: Sequence[int], fraction: float, seed: int) -> tuple[list[int], li
     if fraction == 0.0:
         return list(range(len(y))), []
     by_class: dict[int, list[int]] = {}
-    for i, c in enumerate(y):
-        by_class.setdefault(int(c), []).append(i)
+    for i, c in enumerate(y):  # label-set rows (multi-label): one group, a random holdout
+        by_class.setdefault(int(c) if np.ndim(c) == 0 else 0, []).append(i)
     rng = random.Random(seed)
     train_idx, val_idx = [], []
     for c in sorted(by_class):  # sorted: the split must not depend on which class comes first
@@ -155,6 +164,10 @@ def balanced(idx: list[int], y: Sequence[int], n_classes: int, opts: RunOptions
              ) -> tuple[list[int], list[float] | None]:
     """The training indices as --balance has them (undersampled the chapter's way, or kept),
     and the class weights of --balance weighted."""
+    if opts.data.multi_label:  # y: 0/1 rows; weighted: each label's positive weight
+        rows = [Example("", "", tuple(str(k) for k, v in enumerate(y[i]) if v)) for i in idx]
+        weights = positive_weights(rows, [str(k) for k in range(n_classes)])
+        return idx, weights if opts.data.balance == "weighted" else None
     names = [str(c) for c in range(n_classes)]
     examples = [Example(str(i), str(y[i])) for i in idx]  # text: the index, to map back
     if opts.data.balance == "undersample":
@@ -163,24 +176,6 @@ def balanced(idx: list[int], y: Sequence[int], n_classes: int, opts: RunOptions
     if opts.data.balance == "weighted":
         return idx, class_weights(examples, names)
     return idx, None
-
-
-def build_classifier(opts: RunOptions, num_classes: int, log: Log = quiet):
-    """(model, tokenizer, pretrained, resolved policy, its block count), as pipeline's run
-    builds them, from a copy of the kept pretrained weights."""
-    from gptcls.models.weights.pretrained import load_backbone
-
-    policy, n_blocks, lora = trainable_policy(opts)
-    pretrained = pretrained_copy(opts)
-    log(f"backbone: {pretrained.source}")
-    pretrained.config = dataclasses.replace(pretrained.config, causal=opts.causal_mask)
-    backbone = load_backbone(pretrained.config, pretrained.state_dict)
-    pretrained.state_dict = {}
-    torch.manual_seed(opts.train.seed)  # the head's initial weights depend on the seed alone
-    model = ClassifierModel(backbone, num_classes, opts.pooling, head_bias=opts.head_bias)
-    trained = model.set_policy(policy, n_blocks, final_norm=opts.train_final_norm,
-                               embeddings=opts.train_embeddings, lora=lora)
-    return model, pretrained.tokenizer, pretrained, policy, trained
 
 
 def pretrained_copy(opts: RunOptions):

@@ -7,13 +7,11 @@ ids (the model runs whole) or cached trunk activations (only the trainable top r
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from gptcls.classifier.encoding import make_batches
 from gptcls.classifier.model import ClassifierModel
@@ -21,6 +19,8 @@ from gptcls.device import autocast
 from gptcls.distributed import Dist, check_batch, share, wrap
 from gptcls.errors import GptclsError
 from gptcls.evaluation.metrics import macro_f1
+from gptcls.evaluation.multilabel import label_f1s
+from gptcls.log import line_logger
 from gptcls.options import EARLY_STOPPING, LR_SCHEDULES, TrainConfig
 from gptcls.progress import progress
 from gptcls.training.checkpoint import Checkpointer, LoopState, load_trainable, trainable_state
@@ -28,10 +28,12 @@ from gptcls.training.trunk_cache import Store, full_batches
 
 
 def logits_for(model: torch.nn.Module, store: Store, idx: Sequence[int],
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """`model` is a ClassifierModel or the DistributedDataParallel wrapping one."""
+               device: torch.device, precision: str = "fp32"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`model` is a ClassifierModel or the DistributedDataParallel wrapping one; matrix
+    products in bf16 where `precision` resolves to it (device.autocast), fp32 master weights."""
     x, lengths, y = store.batch(idx, device)
-    with autocast(device):
+    with autocast(device, precision):
         logits = model(x, lengths, cached=store.cached)
     return logits.float(), y
 
@@ -39,7 +41,8 @@ def logits_for(model: torch.nn.Module, store: Store, idx: Sequence[int],
 @torch.inference_mode()
 def evaluate(model: ClassifierModel, store: Store, batches: list[list[int]],
              device: torch.device, class_weights: torch.Tensor | None = None,
-             desc: str | None = None) -> dict[str, float | torch.Tensor]:
+             desc: str | None = None, precision: str = "fp32"
+             ) -> dict[str, float | torch.Tensor]:
     """Mean loss, accuracy and per-example probabilities (in store order) over `batches`;
     with `desc`, a progress bar (or lines) under that name."""
     model.eval()
@@ -47,15 +50,40 @@ def evaluate(model: ClassifierModel, store: Store, batches: list[list[int]],
     total_loss, correct, count = 0.0, 0, 0
     probs = torch.full((len(store), model.head.out_features), float("nan"))
     for idx in batches:
-        logits, y = logits_for(model, store, idx, device)
-        total_loss += F.cross_entropy(logits, y, weight=class_weights, reduction="sum").item()
-        correct += int((logits.argmax(-1) == y).sum())
+        logits, y = logits_for(model, store, idx, device, precision)
+        if y.dim() == 2:  # multi-label: accuracy is subset accuracy at 0.5
+            total_loss += multilabel_loss(logits, y, class_weights).item()
+            correct += int(((logits > 0) == y.bool()).all(-1).sum())
+            probs[idx] = torch.sigmoid(logits).cpu()
+        else:
+            total_loss += F.cross_entropy(logits, y, weight=class_weights, reduction="sum").item()
+            correct += int((logits.argmax(-1) == y).sum())
+            probs[idx] = torch.softmax(logits, -1).cpu()
         count += len(idx)
-        probs[idx] = torch.softmax(logits, -1).cpu()
         bar.update(len(idx))
     bar.close()
     return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1),
             "probs": probs}
+
+
+def evaluate_splits(model: ClassifierModel, stores: dict[str, Store], device: torch.device,
+                    precision: str = "fp32", show: bool = True) -> dict[str, dict]:
+    """The final evaluation: `evaluate` over every example of each split exactly once, in
+    length-sorted batches of up to 4,096 tokens, at the precision training ran in (so the
+    figures are those of the model as `Classifier.load` serves it by default)."""
+    return {name: evaluate(model, store, full_batches(store), device, precision=precision,
+                           desc=f"evaluation ({name})" if show else None)
+            for name, store in stores.items()}
+
+
+def multilabel_loss(logits: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor | None = None,
+                    label_smoothing: float = 0.0) -> torch.Tensor:
+    """Binary cross-entropy per label on (B, K) logits and 0/1 targets: summed over examples,
+    averaged over labels (transformers' multi_label_classification loss, times B)."""
+    target = y.float() * (1 - label_smoothing) + 0.5 * label_smoothing
+    per_label = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight,
+                                                   reduction="none")  # (B, K)
+    return per_label.mean(-1).sum()
 
 
 def make_optimizer(model: ClassifierModel, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -118,7 +146,7 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
     """The chapter's `train_classifier_simple`, on length-bucketed batches of a Store; with a
     Checkpointer it saves as it goes and continues from the checkpoint it finds; with a Dist
     of several processes each trains on its share of every batch (distributed.py)."""
-    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    log = log or line_logger(__name__)
     dist = dist or Dist()
     if cfg.grad_accum < 1:
         raise GptclsError(f"grad_accum must be at least 1, got {cfg.grad_accum}")
@@ -147,7 +175,7 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
         while st.batch < len(st.order):
             group = st.order[st.batch: st.batch + cfg.grad_accum]
             loss = _step(runner, train_store, group, opt, sched, device, weights, dist,
-                         cfg.label_smoothing)
+                         cfg.label_smoothing, cfg.precision)
             st.batch += len(group)
             st.step += 1
             st.examples_seen += sum(len(idx) for idx in group)
@@ -172,7 +200,7 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
 def _step(model: torch.nn.Module, store: Store, group: list[list[int]],
           opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR,
           device: torch.device, weights: torch.Tensor | None, dist: Dist | None = None,
-          label_smoothing: float = 0.0) -> float:
+          label_smoothing: float = 0.0, precision: str = "fp32") -> float:
     """One optimizer step over `group` micro-batches; returns this process's share of their
     mean loss. Each process takes its share of every micro-batch; scaling by world / batch
     size makes DDP's gradient average the gradient of the whole batch's mean loss."""
@@ -181,10 +209,13 @@ def _step(model: torch.nn.Module, store: Store, group: list[list[int]],
     opt.zero_grad(set_to_none=True)
     total = 0.0
     for idx in group:
-        logits, y = logits_for(model, store, share(idx, dist), device)
-        loss = F.cross_entropy(logits, y, weight=weights, reduction="sum",
-                               label_smoothing=label_smoothing)
-        if weights is not None:  # a weighted mean divides by the batch's summed weights
+        logits, y = logits_for(model, store, share(idx, dist), device, precision)
+        if y.dim() == 2:  # multi-label; weights are each label's positive weight
+            loss = multilabel_loss(logits, y, weights, label_smoothing)
+        else:
+            loss = F.cross_entropy(logits, y, weight=weights, reduction="sum",
+                                   label_smoothing=label_smoothing)
+        if weights is not None and y.dim() == 1:  # a weighted mean divides by summed weights
             loss = loss * len(idx) / float(weights[store.labels[idx]].sum())
         loss = loss * dist.world / len(idx) / len(group)
         loss.backward()
@@ -196,8 +227,9 @@ def _step(model: torch.nn.Module, store: Store, group: list[list[int]],
 
 def _eval_losses(model, train_store, val_store, val_batches, cfg, gen, st, device, weights,
                  log) -> None:
-    tr = evaluate(model, train_store, _sample(train_store, cfg, gen), device, weights)
-    va = evaluate(model, val_store, val_batches, device, weights)
+    tr = evaluate(model, train_store, _sample(train_store, cfg, gen), device, weights,
+                  precision=cfg.precision)
+    va = evaluate(model, val_store, val_batches, device, weights, precision=cfg.precision)
     st.hist["train_losses"].append(tr["loss"])
     st.hist["val_losses"].append(va["loss"])
     st.hist["examples_seen_at_eval"].append(st.examples_seen)
@@ -208,14 +240,15 @@ def _eval_losses(model, train_store, val_store, val_batches, cfg, gen, st, devic
 def _end_epoch(model, train_store, val_store, val_batches, cfg, gen, st, device, weights, log,
                stopper, seconds: float) -> bool:
     """The chapter's per-epoch accuracies (+ early stopping); True when training should stop."""
-    tr_acc = evaluate(model, train_store, _sample(train_store, cfg, gen), device)["accuracy"]
-    va_acc = evaluate(model, val_store, val_batches, device)["accuracy"]
+    tr_acc = evaluate(model, train_store, _sample(train_store, cfg, gen), device,
+                      precision=cfg.precision)["accuracy"]
+    va_acc = evaluate(model, val_store, val_batches, device, precision=cfg.precision)["accuracy"]
     st.hist["train_accs"].append(tr_acc)
     st.hist["val_accs"].append(va_acc)
     st.hist["epoch_seconds"].append(seconds)
     log(f"Training accuracy: {tr_acc * 100:.2f}% | Validation accuracy: {va_acc * 100:.2f}%")
     return bool(stopper) and _early_stop_epoch(model, val_store, device, weights, stopper,
-                                               st.epoch, st.hist, log)
+                                               st.epoch, st.hist, log, cfg.precision)
 
 
 def _finish(model: ClassifierModel, st: LoopState, stopper: EarlyStopping | None,
@@ -232,13 +265,18 @@ def _finish(model: ClassifierModel, st: LoopState, stopper: EarlyStopping | None
 
 def _early_stop_epoch(model: ClassifierModel, val_store: Store, device: torch.device,
                       weights: torch.Tensor | None, stopper: EarlyStopping, epoch: int,
-                      hist: dict[str, list], log: Callable[[str], None]) -> bool:
+                      hist: dict[str, list], log: Callable[[str], None],
+                      precision: str = "fp32") -> bool:
     """Evaluate all of validation, update the stopper; True when patience ran out."""
-    va = evaluate(model, val_store, full_batches(val_store), device, weights)
+    va = evaluate(model, val_store, full_batches(val_store), device, weights,
+                  precision=precision)
     # The report's definition (evaluation.metrics), so the best epoch is picked by the number
     # the report shows.
-    va["macro_f1"] = macro_f1(val_store.labels.numpy(), va["probs"].argmax(-1).numpy(),
-                              va["probs"].shape[1])
+    if val_store.labels.dim() == 2:  # multi-label: macro-F1 at 0.5 (thresholds come later)
+        va["macro_f1"] = label_f1s(val_store.labels.numpy(), va["probs"].numpy() >= 0.5).mean()
+    else:
+        va["macro_f1"] = macro_f1(val_store.labels.numpy(), va["probs"].argmax(-1).numpy(),
+                                  va["probs"].shape[1])
     hist.setdefault("val_full_losses", []).append(va["loss"])
     hist.setdefault("val_macro_f1", []).append(va["macro_f1"])
     stop = stopper.update(model, epoch + 1, va)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,40 +22,41 @@ from gptcls.classifier.model import ClassifierModel
 from gptcls.classifier.model_card import write_model_card
 from gptcls.classifier.run_dir import save_run
 from gptcls.data.examples import SPLIT_NAMES
+from gptcls.data.multilabel import check_multi_label, targets
 from gptcls.data.splits import Splits, load_splits, write_splits
-from gptcls.device import device_for, resolve_precision
+from gptcls.device import device_for, effective_precision, resolve_precision
 from gptcls.distributed import finish, from_env, local_device
 from gptcls.errors import GptclsError
 from gptcls.evaluation.calibration import RELIABILITY_PLOT, Calibration, calibrate
 from gptcls.evaluation.metrics import classification_report, threshold_for_max_fpr
 from gptcls.evaluation.plots import plot_reliability
 from gptcls.evaluation.prior import PriorDecision, check_prior, decide_prior, prior_section
+from gptcls.log import line_logger
 from gptcls.options import (
     OPTIONS,
-    TRAINABLE_POLICIES,
     RunOptions,
     TrainConfig,
     check_values,
     config_fields,
     from_dict,
     to_dict,
-    value,
 )
+from gptcls.training.builder import build_model, trainable_policy
 from gptcls.training.checkpoint import STATE_FILE, Checkpointer
-from gptcls.training.loop import evaluate, train
+from gptcls.training.loop import evaluate_splits, train
+from gptcls.training.multilabel import finish_multilabel
+from gptcls.training.search import Search
 from gptcls.training.trunk_cache import (
     Store,
     build_store,
     cache_size_mb,
-    full_batches,
     trunk_fingerprint,
 )
 
 CHECKPOINT_DIR = "checkpoint"
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+_log = line_logger(__name__)
 
 
 @dataclass
@@ -91,9 +91,11 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
         save_options(opts, out / CHECKPOINT_DIR / "options.json")
     split_dir = out if dist.main else Path(tempfile.mkdtemp(prefix=f"gptcls-rank{dist.rank}-"))
     splits = load_splits(opts.data, None, log)
-    prior = decide_prior(opts.prior, splits, chapter=is_chapter(opts, splits))
-    write_splits(split_dir, splits)  # after every check of the data: a bad --prior writes nothing
+    prior = None if opts.data.multi_label else decide_prior(opts.prior, splits,
+                                                           chapter=is_chapter(opts, splits))
     run = _prepare(opts, splits, device, dist, times)
+    search = Search(opts, run, device, dist) if opts.train.search else None  # may refuse its budget
+    write_splits(split_dir, splits)  # after every check: a bad --prior or budget writes nothing
     t0 = time.perf_counter()
     checkpointer = None
     if opts.train.checkpoint_every or resume:
@@ -101,18 +103,29 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
                                     trunk_fingerprint(run.model, run.ids["train"], run.precision))
     # The class weights come from the data (--balance weighted), not from the options.
     cfg = dataclasses.replace(opts.train, class_weights=splits.class_weights)
-    hist = train(run.model, run.stores["train"], run.stores["validation"], cfg, device, log,
-                 checkpointer, dist)
+    if search:  # tries on one trunk pass; the winner's options, model and history go on
+        opts, run, hist = search.run(cfg, times)
+    else:
+        hist = train(run.model, run.stores["train"], run.stores["validation"], cfg, device,
+                     log, checkpointer, dist)
     times["train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    final = {name: evaluate(run.model, store, full_batches(store), device,
-                            desc=f"evaluation ({name})" if dist.main else None)
-             for name, store in run.stores.items()}
+    final = evaluate_splits(run.model, run.stores, device, run.precision, dist.main)
+    if opts.data.multi_label:  # per-label thresholds chosen on validation, no calibration
+        times["total_s"] = time.perf_counter() - t_all
+        metrics = finish_multilabel(opts, run, hist, final, splits, times, dist.main,
+                                    lambda m: _save(opts, run, splits, None, m))
+        if checkpointer and dist.main:
+            shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+        finish(dist)
+        return metrics
     cal, threshold, reports = _decide(opts, run, final, splits, prior)
     times["final_eval_s"] = time.perf_counter() - t0
     times["total_s"] = time.perf_counter() - t_all
     metrics = _metrics(opts, run, hist, final, reports, times, splits)
     metrics["processes"] = dist.world
+    if search:
+        metrics["search"] = search.summary
     metrics["calibration"] = {**cal.section, "plot": RELIABILITY_PLOT}
     metrics["prior"] = prior_section(prior, cal.labels["test"], cal.probs["test"], threshold)
     if dist.main:
@@ -143,8 +156,8 @@ def _prepare(opts: RunOptions, splits: Splits, device: torch.device, dist,
         _log(f"frozen trunk ({model.first_trainable} blocks) computed once per text in "
              f"{precision}" + (" (--precision fp32 for exact fp32)" if precision == "bf16" else ""))
     t0 = time.perf_counter()
-    stores = {name: build_store(model, ids[name], [splits.labels.index(e.label)
-                                                   for e in splits[name]], cache, device, desc=name,
+    stores = {name: build_store(model, ids[name], targets(splits[name], splits.labels),
+                                 cache, device, desc=name,
                                  precision=precision,
                                  cache_dir=opts.train.trunk_cache_dir, dist=dist)
               for name in SPLIT_NAMES}
@@ -166,7 +179,8 @@ def _save(opts: RunOptions, run: _Prepared, splits: Splits, threshold: float | N
     config = ClassifierConfig(
         model=run.pretrained.config, labels=splits.labels, max_length=run.max_length,
         tokenizer={}, threshold=threshold, trainable=run.policy,
-        temperature=metrics["calibration"]["temperature"],
+        temperature=metrics.get("calibration", {}).get("temperature", 1.0),
+        thresholds=metrics.get("thresholds"),  # multi-label: one per label
         trainable_blocks=run.trainable_blocks, lora=model.lora, **config_fields(opts),
         backbone={"model": opts.model, "weights": opts.weights, "source": run.pretrained.source,
                   **base_identity(opts)},  # path + sha256: a delta run's base
@@ -206,51 +220,19 @@ def resume_options(run_dir: str | Path) -> tuple[RunOptions, bool]:
 
 
 def _build_model(opts: RunOptions, num_classes: int):
-    """(model, tokenizer, pretrained, resolved policy, its block count)."""
-    from gptcls.models.weights.pretrained import load_backbone, load_pretrained
-
-    policy, n_blocks, lora = trainable_policy(opts)  # bad options fail before any download
-    pretrained = load_pretrained(opts.model, opts.weights, cache=opts.data.cache,
-                                 seed=opts.train.seed)
+    """build_model's (model, tokenizer, pretrained, resolved policy, its block count), saying
+    which backbone it is."""
+    built = build_model(opts, num_classes)
+    model, pretrained = built[0], built[2]
     _log(f"backbone: {pretrained.source}")
     if note := training_note(pretrained.config.family, opts.pooling, opts.head_bias,
                              opts.causal_mask):
         _log(note)
-    pretrained.config = dataclasses.replace(pretrained.config, causal=opts.causal_mask)
-    # The backbone takes the state dict's tensors (no second copy, no random init to discard).
-    backbone = load_backbone(pretrained.config, pretrained.state_dict)
-    pretrained.state_dict = {}  # the backbone owns the tensors now
-    # Seeded right before the head, as the chapter does (torch.manual_seed(123), then the new
-    # out_head): the head's initial weights depend on the seed alone, not on how many random
-    # numbers building this backbone happened to draw.
-    torch.manual_seed(opts.train.seed)
-    model = ClassifierModel(backbone, num_classes, opts.pooling, head_bias=opts.head_bias)
-    trained = model.set_policy(policy, n_blocks, final_norm=opts.train_final_norm,
-                               embeddings=opts.train_embeddings, lora=lora)
     if model.lora:
         lo = model.lora
         _log(f"LoRA: rank {lo['rank']}, alpha {lo['alpha']:g} on {', '.join(lo['targets'])} "
              f"of the last {lo['blocks']} blocks")
-    return model, pretrained.tokenizer, pretrained, policy, trained
-
-
-def trainable_policy(opts: RunOptions) -> tuple[str, int | None, dict[str, Any] | None]:
-    """(policy, block count or None for the policy's own, LoRA options or None), validated."""
-    from gptcls.classifier.config import policy_name
-    from gptcls.models.lora import lora_spec
-
-    policy = opts.trainable or policy_name(opts.trainable_blocks)
-    if policy not in TRAINABLE_POLICIES:
-        raise GptclsError(f"unknown trainable policy {policy!r}; choose one of: "
-                          f"{', '.join(TRAINABLE_POLICIES)}")
-    lora_options = ("lora_rank", "lora_alpha", "lora_targets", "lora_blocks")
-    if policy != "lora":
-        stray = [OPTIONS[n].flag for n in lora_options if value(opts, n) is not None]
-        if stray:
-            raise GptclsError(f"{', '.join(stray)}: only with --trainable lora (got {policy})")
-        return policy, (opts.trainable_blocks if policy == "last-N-blocks" else None), None
-    return policy, opts.lora_blocks, lora_spec(opts.lora_rank, opts.lora_alpha,
-                                               opts.lora_targets)
+    return built
 
 
 def _decide(opts: RunOptions, run: _Prepared, final: dict, splits: Splits,
@@ -308,7 +290,7 @@ def _tokenize_splits(tokenizer, splits: dict, opts: RunOptions, context_length: 
 
 
 def _use_cache(model: ClassifierModel, ids: dict[str, list[list[int]]], cfg: TrainConfig) -> bool:
-    if not cfg.cache_trunk:
+    if not cfg.cache_trunk or cfg.search:  # --search caches its own trunk (search.py)
         return False
     reason = model.trunk_uncacheable_reason()
     if reason is None and model.first_trainable == 0:
@@ -342,6 +324,8 @@ def _metrics(opts: RunOptions, run: _Prepared, hist: dict, final: dict, reports:
         "pooling": opts.pooling, "device": str(device_for(opts.device)),
         "torch_threads": torch.get_num_threads(),
         "trunk_precision": run.precision if run.cached else "fp32",
+        # What the trainable layers' matrix products (and the final evaluation) ran in.
+        "train_precision": effective_precision(run.precision, device_for(opts.device)),
     }
 
 
@@ -362,6 +346,7 @@ def check_options(opts: RunOptions) -> None:
     check_model_name(opts.model)
     check_values(opts)  # choices, ranges, --context
     check_prior(opts.prior)  # its form; its labels once the data is read
+    check_multi_label(opts)
     policy, n_blocks, _ = trainable_policy(opts)  # includes the LoRA options
     if opts.model in PRESETS:
         n_layers = preset_config(opts.model).n_layers

@@ -15,9 +15,11 @@ RMSNorm stores: taken as they are.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from gptcls.errors import GptclsError
 from gptcls.models.base import ModelConfig
 from gptcls.models.weights.gguf_file import GGUFFile
 from gptcls.models.weights.gguf_quants import check_tensor_types, dequantize_tensor
+from gptcls.progress import LOADING, progress
 
 ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
 # llama.cpp (src/llama-model.cpp, LLM_ARCH_GEMMA3): every 6th layer global, local RoPE base 10k.
@@ -179,16 +182,19 @@ def state_dict_from_gguf(reader: GGUFFile, config: ModelConfig) -> dict[str, tor
     check_tensor_types(reader.tensors)
     permuted = config.family in ("llama", "mistral")  # llama.cpp's non-NEOX RoPE families
     sd: dict[str, torch.Tensor] = {}
-    for tensor in reader.tensors:
-        if tensor.name == ROPE_FREQS:
-            continue  # read into config.rope_scaling
-        name = _our_name(tensor.name)
-        w = dequantize_tensor(tensor)
-        if permuted and re.search(r"attn\.q\.(weight|bias)$", name):
-            w = unpermute_qk(w, config.n_heads)
-        elif permuted and re.search(r"attn\.k\.(weight|bias)$", name):
-            w = unpermute_qk(w, config.n_kv_heads)
-        sd[name] = w
+    # Dequantising a big quantised backbone takes a while: say so (and nothing when quick).
+    with progress(len(reader.tensors), LOADING, unit="tensors") as bar:
+        for tensor in reader.tensors:
+            bar.update()
+            if tensor.name == ROPE_FREQS:
+                continue  # read into config.rope_scaling
+            name = _our_name(tensor.name)
+            w = dequantize_tensor(tensor)
+            if permuted and re.search(r"attn\.q\.(weight|bias)$", name):
+                w = unpermute_qk(w, config.n_heads)
+            elif permuted and re.search(r"attn\.k\.(weight|bias)$", name):
+                w = unpermute_qk(w, config.n_kv_heads)
+            sd[name] = w
     if config.tie_embeddings:
         sd["out_head.weight"] = sd["tok_emb.weight"]
     return sd
@@ -198,10 +204,14 @@ def load_gguf(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Ten
     """(config, fp32 state dict in our names, Tokenizer) from a GGUF file."""
     from gptcls.models.tokenizers.gguf import tokenizer_from_gguf
 
+    t0 = time.perf_counter()
     reader = open_reader(Path(path))
     config = config_from_gguf(reader)
+    sd = state_dict_from_gguf(reader, config)
+    logging.getLogger(__name__).debug(f"{path}: {len(sd)} tensors dequantised in "
+                                      f"{time.perf_counter() - t0:.1f} s")
     # One reader for both: parsing the metadata (the vocabulary) is the slow part.
-    return config, state_dict_from_gguf(reader, config), tokenizer_from_gguf(reader)
+    return config, sd, tokenizer_from_gguf(reader)
 
 
 def gguf_tokenizer(path: str | os.PathLike) -> Any:

@@ -4,7 +4,9 @@ GPT-2 .safetensors files, converted to our parameter names (downloads: hub.py)."
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from gptcls.models.tokenizers.base import Tokenizer
 from gptcls.models.tokenizers.gpt2 import gpt2_tokenizer
 from gptcls.models.tokenizers.hf import tokenizer_from_json
 from gptcls.models.weights.hf_config import config_from_hf
+from gptcls.progress import LOADING, progress
 
 # GPT-2's published sizes: files without a config only tell us the width, not the heads.
 GPT2_HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 20, 1600: 25}
@@ -33,15 +36,24 @@ def safetensors_in(directory: Path) -> list[Path]:
 
 
 def load_safetensors(paths: list[Path]) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Every tensor of these files (what safetensors' load_file does, one tensor at a time so
+    that a big backbone's load shows progress)."""
+    from safetensors import SafetensorError, safe_open
 
     sd: dict[str, Tensor] = {}
-    for p in paths:
-        try:
-            sd.update(load_file(str(p)))
-        except (SafetensorError, OSError) as exc:
-            raise GptclsError(f"cannot read {p} as safetensors: {exc}") from None
+    try:
+        total = 0
+        for p in paths:
+            with safe_open(str(p), framework="pt") as f:
+                total += len(f.keys())
+        with progress(total, LOADING, unit="tensors") as bar:
+            for p in paths:
+                with safe_open(str(p), framework="pt") as f:
+                    for key in f.keys():
+                        sd[key] = f.get_tensor(key)
+                        bar.update()
+    except (SafetensorError, OSError) as exc:
+        raise GptclsError(f"cannot read {p} as safetensors: {exc}") from None
     return sd
 
 
@@ -49,7 +61,10 @@ def load_hf_files(config_path: Path, weight_paths: list[Path], tokenizer_path: P
                   ) -> tuple[ModelConfig, dict[str, Tensor], Tokenizer | None]:
     """Config, our state dict (not yet checked against the config) and tokenizer, if any."""
     config = config_from_hf(json.loads(Path(config_path).read_text()))
+    t0 = time.perf_counter()
     raw = load_safetensors(weight_paths)
+    logging.getLogger(__name__).debug(f"{len(raw)} tensors read from {len(weight_paths)} "
+                                      f"file(s) in {time.perf_counter() - t0:.1f} s")
     convert = convert_hf_gpt2 if config.family == "gpt2" else convert_hf_decoder
     sd = convert(raw, config)
     if tokenizer_path is not None:

