@@ -202,8 +202,8 @@ def format_prior(section: dict[str, Any]) -> str:
                                   f"{decision(section['threshold'])}",
                                   section["test_reweighted"], labels))
     if "target_threshold" in section:
-        lines.append(_reweighted_line(f"  at {decision(section['target_threshold'])} (best "
-                                      f"at that prior: --prior {section['target']})",
+        lines.append(_reweighted_line(f"  at {decision(section['target_threshold'])} (the Bayes "
+                                      f"threshold for that prior: --prior {section['target']})",
                                       section["test_reweighted_at_target_threshold"], labels))
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ from gptcls.classifier.run_dir import save_run
 from gptcls.data.examples import SPLIT_NAMES
 from gptcls.data.multilabel import check_multi_label, targets
 from gptcls.data.splits import Splits, load_splits, write_splits
-from gptcls.device import device_for, effective_precision, resolve_precision
+from gptcls.device import device_for, resolve_precision
 from gptcls.distributed import finish, from_env, local_device
 from gptcls.errors import GptclsError
 from gptcls.evaluation.calibration import RELIABILITY_PLOT, Calibration, calibrate
@@ -45,6 +45,7 @@ from gptcls.training.builder import build_model, trainable_policy
 from gptcls.training.checkpoint import STATE_FILE, Checkpointer
 from gptcls.training.loop import evaluate_splits, train
 from gptcls.training.multilabel import finish_multilabel
+from gptcls.training.run_metrics import run_metrics
 from gptcls.training.search import Search
 from gptcls.training.trunk_cache import (
     Store,
@@ -122,7 +123,7 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
     cal, threshold, reports = _decide(opts, run, final, splits, prior)
     times["final_eval_s"] = time.perf_counter() - t0
     times["total_s"] = time.perf_counter() - t_all
-    metrics = _metrics(opts, run, hist, final, reports, times, splits)
+    metrics = run_metrics(opts, run, hist, final, reports, times, splits)
     metrics["processes"] = dist.world
     if search:
         metrics["search"] = search.summary
@@ -304,29 +305,6 @@ def _use_cache(model: ClassifierModel, ids: dict[str, list[list[int]]], cfg: Tra
              f"{cfg.max_cache_mb:.0f}); the trunk runs every step instead")
         return False
     return True
-
-
-def _metrics(opts: RunOptions, run: _Prepared, hist: dict, final: dict, reports: dict,
-             times: dict, splits: Splits) -> dict[str, Any]:
-    return {
-        "model": opts.model, "weights": opts.weights, "labels": splits.labels,
-        # With a decision threshold these differ from argmax accuracy; reports hold both views.
-        "train_accuracy": reports["train"]["accuracy"],
-        "validation_accuracy": reports["validation"]["accuracy"],
-        "test_accuracy": reports["test"]["accuracy"],
-        "final": {n: {"accuracy": r["accuracy"], "loss": r["loss"]} for n, r in final.items()},
-        "reports": reports, "history": hist, "times": times,
-        "examples": {n: len(splits[n]) for n in SPLIT_NAMES},
-        "max_length": run.max_length, "trunk_cached": run.cached,
-        # Every option as resolved (gptcls.options.from_dict reads it back).
-        "train_config": to_dict(opts), "class_weights": splits.class_weights,
-        "trainable": run.policy, "trainable_blocks": run.trainable_blocks,
-        "pooling": opts.pooling, "device": str(device_for(opts.device)),
-        "torch_threads": torch.get_num_threads(),
-        "trunk_precision": run.precision if run.cached else "fp32",
-        # What the trainable layers' matrix products (and the final evaluation) ran in.
-        "train_precision": effective_precision(run.precision, device_for(opts.device)),
-    }
 
 
 def is_chapter(opts: RunOptions, splits: Splits) -> bool:
