@@ -78,7 +78,16 @@ def compare(name: str) -> float:
     return worst
 
 
-def main(names: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"offline models (default: "
+                        f"all of {', '.join(OFFLINE_MODELS)})")
+    names = parser.parse_args(argv).names
+    if unknown := [n for n in names if n not in OFFLINE_MODELS]:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; known: "
+                     f"{', '.join(OFFLINE_MODELS)}")
     worst = {name: compare(name) for name in names or list(OFFLINE_MODELS)}
     return int(any(v > TOL for v in worst.values()))
 
