@@ -3,7 +3,12 @@ weights, transformers' greedy loop, and the book's GPTModel re-implemented at ti
 
 from __future__ import annotations
 
+import contextlib
 import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -152,3 +157,36 @@ def write_tokenizer_json(directory: Path, vocab: int) -> None:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.add_special_tokens(["<|endoftext|>"])
     tok.save(str(directory / "tokenizer.json"))
+
+
+def byte_alphabet() -> list[str]:
+    """GPT-2's byte -> printable character table (the spelling of byte-level BPE tokens)."""
+    bs = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    cs = bs[:]
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + len(cs) - 188)
+    return [chr(c) for c in cs]
+
+
+@contextlib.contextmanager
+def uvicorn_server(app) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port in a thread; yields its base URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

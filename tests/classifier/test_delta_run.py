@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import write_tokenizer_json
+from helpers import byte_alphabet, write_tokenizer_json
 from safetensors import safe_open
 
 from gptcls.classifier.base_ref import HASH_CACHE_FILE, file_sha256
@@ -215,17 +215,6 @@ def test_hashes_are_computed_once_per_path_size_and_mtime(tmp_path, own_cache, m
     assert str(f.resolve()) in json.loads((own_cache / HASH_CACHE_FILE).read_text())
     f.write_bytes(b"y" * 1001)
     assert file_sha256(f) != first and len(calls) == 2  # changed size and mtime: hashed again
-
-
-def byte_alphabet() -> list[str]:
-    """GPT-2's byte -> printable character table (the spelling of byte-level BPE tokens)."""
-    bs = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    cs = bs[:]
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + len(cs) - 188)
-    return [chr(c) for c in cs]
 
 
 def write_quantized_gguf(path: Path, layers: int = 3, dim: int = 32, ff: int = 64) -> Path:

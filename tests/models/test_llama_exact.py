@@ -17,6 +17,7 @@ import torch
 import transformers as tf
 from helpers import (  # shared helpers: our model, HF greedy loop
     SMS_PATH,
+    byte_alphabet,
     hf_greedy,
     ours,
     smollm_gguf_path,
@@ -63,17 +64,6 @@ def test_unpermute_inverts_llama_cpp_permute() -> None:
 
 
 # ---- a tiny GGUF written the way llama.cpp's converter writes one -----------------------------
-
-
-def byte_alphabet() -> list[str]:
-    """GPT-2's byte -> printable character table (the spelling of byte-level BPE tokens)."""
-    bs = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    cs = bs[:]
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + len(cs) - 188)
-    return [chr(c) for c in cs]
 
 
 def write_tiny_gguf(path: Path, hf: tf.LlamaForCausalLM) -> None:

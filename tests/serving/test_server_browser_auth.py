@@ -4,13 +4,11 @@ the key, then loads the model and classifies as without one (see test_browser.py
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import uvicorn_server
 
 from gptcls.classifier.classifier import Classifier
 from gptcls.serving.server import create_app
@@ -24,22 +22,8 @@ KEY = "browser-key"
 
 @pytest.fixture(scope="module")
 def keyed_url(tiny_run) -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(tiny_run, device="cpu", api_key=KEY)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_server(create_app(tiny_run, device="cpu", api_key=KEY)) as url:
+        yield url
 
 
 def test_page_asks_for_the_key_then_classifies(keyed_url, tiny_run):

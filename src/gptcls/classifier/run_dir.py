@@ -92,6 +92,23 @@ def save_run(directory: Path, config: ClassifierConfig, model: ClassifierModel,
     atomic_write_text(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
+def parse_run_config(path: Path, owner: Path) -> ClassifierConfig:
+    """A run config file read back (JSON, format version, fields); `owner` is what the version
+    message names (the run directory, or the file itself)."""
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GptclsError(f"{path} is not valid JSON: {exc}") from None
+    version = raw.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise GptclsError(f"{owner} has run format {version!r}; this gptcls reads up to "
+                          f"{FORMAT_VERSION}: upgrade gptcls")
+    try:
+        return ClassifierConfig.from_dict(raw)
+    except (KeyError, TypeError) as exc:
+        raise GptclsError(f"{path} is malformed: {exc}") from None
+
+
 def read_run_config(directory: Path) -> ClassifierConfig:
     directory = Path(directory)
     if not directory.is_dir():
@@ -99,18 +116,7 @@ def read_run_config(directory: Path) -> ClassifierConfig:
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
             raise GptclsError(f"incomplete run directory {directory}: {name} is missing")
-    try:
-        raw = json.loads((directory / CONFIG_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GptclsError(f"{directory / CONFIG_FILE} is not valid JSON: {exc}") from None
-    version = raw.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise GptclsError(f"{directory} has run format {version!r}; this gptcls reads up to "
-                          f"{FORMAT_VERSION}: upgrade gptcls")
-    try:
-        config = ClassifierConfig.from_dict(raw)
-    except (KeyError, TypeError) as exc:
-        raise GptclsError(f"{directory / CONFIG_FILE} is malformed: {exc}") from None
+    config = parse_run_config(directory / CONFIG_FILE, directory)
     missing = [k for k in BASE_KEYS if not config.backbone.get(k)]
     if config.save not in SAVE_MODES or (config.save == "delta" and missing):
         raise GptclsError(f"{directory / CONFIG_FILE} is malformed: save {config.save!r}"

@@ -39,9 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.classifier.config import FORMAT_VERSION, ClassifierConfig
+from gptcls.classifier.config import ClassifierConfig
 from gptcls.classifier.model import ClassifierModel
-from gptcls.classifier.run_dir import CONFIG_FILE, load_run, read_run_config
+from gptcls.classifier.run_dir import CONFIG_FILE, load_run, parse_run_config, read_run_config
 from gptcls.errors import GptclsError
 from gptcls.files import atomic_write_text
 from gptcls.models.tokenizers import load_tokenizer
@@ -212,21 +212,10 @@ def is_onnx_dir(path: str | os.PathLike) -> bool:
 
 def _read_gptcls_config(directory: Path) -> ClassifierConfig:
     path = directory / GPTCLS_DIR / CONFIG_FILE
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.is_file():
         raise GptclsError(f"{directory} is not an ONNX directory from gptcls export: "
-                          f"{GPTCLS_DIR}/{CONFIG_FILE} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GptclsError(f"{path} is not valid JSON: {exc}") from None
-    version = raw.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise GptclsError(f"{path} has run format {version!r}; this gptcls reads up to "
-                          f"{FORMAT_VERSION}: upgrade gptcls")
-    try:
-        return ClassifierConfig.from_dict(raw)
-    except (KeyError, TypeError) as exc:
-        raise GptclsError(f"{path} is malformed: {exc}") from None
+                          f"{GPTCLS_DIR}/{CONFIG_FILE} is missing")
+    return parse_run_config(path, path)
 
 
 class OnnxClassifier(Classifier):
