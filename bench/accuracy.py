@@ -2,7 +2,8 @@
 
 Balanced data, random 70/10/20 split (seed 123, 300 test messages); the default backbone
 (smollm2-135m-instruct-q4, offline) with its default recipe at several training seeds, against
-character 2-5-gram TF-IDF + logistic regression fitted on the same split in the same run.
+character 2-5-gram TF-IDF + logistic regression fitted on the same split in the same run, its C
+chosen on the validation split (bench/common.py's tuned baseline, as quality.py's).
 
     .venv/bin/python bench/accuracy.py                 # seeds 123,1,2,3
     .venv/bin/python bench/accuracy.py --seeds 123 --model gpt2-small
@@ -18,28 +19,24 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
-DEFAULT_DATA = (Path(__file__).resolve().parents[2]
-                / "shared/data/sms_spam_collection/SMSSpamCollection")
+from common import SMS_FILE as DEFAULT_DATA
+from common import tuned_baseline
+
+BASELINE = ("char_wb 2-5", "LR")  # bench/common.py's features and classifier
 
 
 def tfidf_baseline(run_dir: Path) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
+    """The TF-IDF baseline on a run directory's split files: C chosen on its validation split,
+    fitted on train, scored on test once."""
     from gptcls.data.splits import read_split_csv
 
-    train, test = (read_split_csv(run_dir / f"{n}.csv") for n in ("train", "test"))
-    t0 = time.perf_counter()
-    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)
-    x_train = vec.fit_transform([e.text for e in train])
-    clf = LogisticRegression(C=10.0, max_iter=2000).fit(x_train, [e.label for e in train])
-    pred = clf.predict(vec.transform([e.text for e in test]))
-    correct = sum(p == e.label for p, e in zip(pred, test, strict=True))
-    return {"test_accuracy": correct / len(test), "errors": len(test) - correct,
-            "seconds": time.perf_counter() - t0}
+    train, validation, test = (read_split_csv(run_dir / f"{n}.csv")
+                               for n in ("train", "validation", "test"))
+    row = tuned_baseline(*BASELINE, train, validation, test)
+    return {"test_accuracy": row["accuracy"], "C": row["C"],
+            "errors": round((1 - row["accuracy"]) * row["n_test"]), "seconds": row["train_s"]}
 
 
 def main() -> None:
@@ -65,8 +62,9 @@ def main() -> None:
         rows.append((f"gptcls {args.model} (seed {seed})", m["train_accuracy"],
                      m["validation_accuracy"], m["test_accuracy"], errors, m["times"]["total_s"]))
     base = tfidf_baseline(root / f"seed{args.seeds.split(',')[0]}")
-    rows.append(("TF-IDF char 2-5 + logistic regression", None, None, base["test_accuracy"],
-                 base["errors"], base["seconds"]))
+    rows.append((f"TF-IDF char 2-5 + logistic regression (C={base['C']:g}, chosen on "
+                 "validation)", None, None, base["test_accuracy"], base["errors"],
+                 base["seconds"]))
     print(f"\nrecipe: {recipe_for(args.model)}\n")
     print("| contender | train acc | val acc | test acc | test errors | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -22,8 +22,9 @@ timed; tokenization is inside every timing):
                  with save_run and loaded back with Classifier.load, as a user would.
   gptcls-bf16    the same model with Classifier(precision="bf16"): matrix products in bf16
                  (native on AVX512-BF16/AMX CPUs); reports the largest probability change.
-  gptcls-int8    the same model after torch.ao.quantization.quantize_dynamic(nn.Linear -> qint8),
-                 CPU only; reports the largest probability change against fp32.
+  gptcls-int8    the same model with Classifier(precision="int8"): the blocks' nn.Linear layers
+                 dynamically quantized (classifier/int8.py), CPU only; reports the largest
+                 probability change and the label agreement against fp32.
   chapter        chapter 6's classify_review (copied below): one text at a time, padded to
                  max_length, with the book's GPTModel (llms_from_scratch ch04), random weights.
   hf             transformers GPT2ForSequenceClassification, random weights, batches of 32 in
@@ -38,12 +39,10 @@ All GPT-2 contenders use tiktoken's GPT-2 encoding as gptcls builds it offline.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -199,11 +198,8 @@ def run_bf16(clf, texts: list[str], fp32: dict | None) -> dict:
 def run_int8(clf, texts: list[str], fp32: dict | None) -> dict:
     from gptcls.classifier.classifier import Classifier
 
-    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
-        warnings.simplefilter("ignore")
-        qmodel = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(clf.model).cpu(), {torch.nn.Linear}, dtype=torch.qint8)
-    qclf = Classifier(clf.config, qmodel, clf.tokenizer, device="cpu")
+    qclf = Classifier(clf.config, clf.model, clf.tokenizer, device="cpu", precision="int8")
+    qclf.int8_model()  # quantizing (about 1 s for SmolLM2) is load time, not per message
     probs, secs = timed(qclf.predict_proba, texts)
     return compare({"seconds": secs, "probs": probs}, fp32)
 

@@ -1,6 +1,6 @@
 """Load test of `gptcls serve` beside `gptcls predict`'s batch throughput, per precision.
 
-    python bench/load_test.py RUN_DIR [--clients 1,8,32] [--precisions fp32,bf16,auto]
+    python bench/load_test.py RUN_DIR [--clients 1,8,32] [--precisions fp32,bf16,int8,auto]
                               [--seconds 20] [--batch-limit 0]
 
 For each precision it starts `python -m gptcls serve RUN_DIR --host 127.0.0.1 --device cpu
@@ -170,7 +170,8 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SMS Spam Collection file")
     p.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")],
                    default=[1, 8, 32], help="client counts to sweep (default: 1,8,32)")
-    p.add_argument("--precisions", type=lambda s: s.split(","), default=["fp32", "bf16", "auto"])
+    p.add_argument("--precisions", type=lambda s: s.split(","),
+                   default=["fp32", "bf16", "int8", "auto"])
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per level")
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per level")
     p.add_argument("--batch-limit", type=int, default=0,

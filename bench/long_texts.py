@@ -84,13 +84,15 @@ def write_split(path: Path, docs: list[tuple[str, str]]) -> Path:
     return path
 
 
-def train_run(out: Path, model: str, weights: str, epochs: int | None, **data: str) -> dict:
+def train_run(out: Path, model: str, weights: str, epochs: int | None,
+              long_text: str = "truncate", **data: str) -> dict:
     """Train with the defaults; the run's metrics, its Classifier and seconds end to end."""
     import json
 
     from gptcls import train
 
     extra = {"epochs": epochs} if epochs else {}
+    extra["long_text"] = long_text
     t0 = time.perf_counter()
     clf = train(out=str(out), model=model, weights=weights, **extra, **data)
     seconds = time.perf_counter() - t0
@@ -106,6 +108,7 @@ def trunk_figures(run: dict) -> dict:
         padding_fraction,
         unique_sequences,
     )
+    from gptcls.classifier.windows import split_windows
     from gptcls.data.splits import read_split_csv
 
     m, clf = run["metrics"], run["clf"]
@@ -116,6 +119,8 @@ def trunk_figures(run: dict) -> dict:
     lengths: list[int] = []
     padded = real = in_order = 0.0
     for seqs in raw.values():
+        if clf.config.long_text == "chunk":  # the windows the run's trunk pass saw
+            seqs = split_windows(seqs, n)[0]
         ids = fit_ids(seqs, n, clf.tokenizer.pad_id, clf.config.pooling, clf.config.truncate)
         first, _ = unique_sequences(ids)
         ls = [len(ids[i]) for i in first]
@@ -173,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--validation-texts", type=int, default=500)
     p.add_argument("--test-texts", type=int, default=2000)
     p.add_argument("--no-sms", action="store_true", help="long texts only")
+    p.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate",
+                   help="train with --long-text chunk: long texts become windows (trunc is "
+                   "then the share of training texts cut into windows)")
     p.add_argument("--gemm-repeats", type=int, default=5)
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     args = p.parse_args(argv)
@@ -185,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
               "test": args.test_texts}
     files = {s: str(write_split(root / f"long-{s}.csv", long_documents(k, seed)))
              for seed, (s, k) in enumerate(counts.items(), start=1)}
-    runs = {"long": train_run(root / "long", model, args.weights, args.epochs, **files)}
+    runs = {"long": train_run(root / "long", model, args.weights, args.epochs, args.long_text,
+                              **files)}
     if not args.no_sms:
-        runs["sms"] = train_run(root / "sms", model, args.weights, args.epochs, data=str(SMS))
+        runs["sms"] = train_run(root / "sms", model, args.weights, args.epochs, args.long_text,
+                                data=str(SMS))
     figures = {name: trunk_figures(run) for name, run in runs.items()}
     gemm = gemm_rates(figures["long"]["blocks"], args.gemm_repeats)
     print_table(model, args.weights, runs, figures, gemm)

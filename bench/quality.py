@@ -217,10 +217,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, help="override the recipe's epochs (quick checks)")
     ap.add_argument("--weights", help="gptcls --weights (e.g. random, for a smoke check)")
     ap.add_argument("--baselines-only", action="store_true", help="skip the gptcls runs")
+    ap.add_argument("--skip-baselines", action="store_true",
+                    help="only the gptcls runs (e.g. on another machine); a later run with the "
+                    "same --out reuses them and adds the baselines and targets")
     ap.add_argument("--out", type=Path, default=Path("runs/quality"),
                     help="splits, runs, quality.md/.csv/.png (default runs/quality)")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # one run's spec, as JSON
     args = ap.parse_args(argv)
+    if args.baselines_only and args.skip_baselines:
+        ap.error("--baselines-only and --skip-baselines leave nothing to run")
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     unknown = sorted(set(args.datasets) - set(DATASETS))
     if unknown or not args.datasets:
@@ -246,9 +251,10 @@ def main() -> None:
         (train, validation, test), notes[dataset] = prepare(dataset, args.limit,
                                                              args.out / "data")
         positive = POSITIVE if any(e.label == POSITIVE for e in train) else None
-        print(f"{dataset}: baselines", file=sys.stderr)
-        rows += [{"dataset": dataset, "seed": None, **r}
-                 for r in all_baselines(train, validation, test, positive)]
+        if not args.skip_baselines:
+            print(f"{dataset}: baselines", file=sys.stderr)
+            rows += [{"dataset": dataset, "seed": None, **r}
+                     for r in all_baselines(train, validation, test, positive)]
         if not args.baselines_only:
             rows += [{"dataset": dataset, **run_gptcls(dataset, model, seed, args)}
                      for model in args.models for seed in args.seeds]

@@ -93,7 +93,7 @@ def effective_precision(precision: str, device: torch.device) -> str:
         return "bf16" if has_native_bf16(device) else "fp32"
     if device.type not in ("cpu", "mps"):
         return "fp32"
-    return resolve_precision(precision, device)
+    return resolve_precision(precision, device)  # "int8": modules swapped, autocast off
 
 
 @functools.cache  # asked on every batch by autocast; the CPU does not change
@@ -178,12 +178,21 @@ def mps_has_bf16() -> bool:
     return bool(check is not None and mps_available() and check(14, 0))
 
 
+def check_int8_device(device: torch.device) -> None:
+    """int8 dynamic quantization has kernels on the CPU only (fbgemm/x86, qnnpack)."""
+    if device.type != "cpu":
+        raise GptclsError(f"--precision int8 is a CPU path (dynamic int8 quantization); on "
+                          f"{device.type} use --precision auto, bf16 or fp32, or --device cpu")
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """"auto" -> "bf16" where `device` has native bf16, else "fp32"; other values are checked
     and kept ("bf16" on an Apple GPU without bf16 is an error: MPS cannot emulate it)."""
     if precision not in PRECISIONS:
         raise GptclsError(f"unknown precision {precision!r}; choose one of: "
                           f"{', '.join(PRECISIONS)}")
+    if precision == "int8":
+        check_int8_device(device)
     if precision == "bf16" and device.type == "mps" and not mps_has_bf16():
         raise GptclsError("--precision bf16: this Apple GPU has no bf16 in torch (it needs "
                           "macOS 14+); use --precision fp32 or auto")

@@ -8,6 +8,12 @@ Its parameters are `gptcls train`'s options with underscores (declared once in o
 the ones about reading and splitting files, plus `validation_fraction`, `out` and `verbose`.
 Recipe options default to None: the model family's recipe, as on the command line.
 
+fit ends as a `gptcls train` run on data a user brings (training/decisions.py): the temperature
+is fitted on the held-out `validation_fraction` (none held out, the default: it stays 1), and
+two-class tasks decide at `prior` (None: the given texts' class prior), so with balance
+"undersample" or "weighted" the threshold is the Bayes one for that prior; `threshold` and
+`max_fpr` override it. Both are classifier_.config's temperature and threshold.
+
 The in-memory trunk cache: the frozen layers' output for each text is kept for the life of the
 process, under the backbone's weights fingerprint, the trunk depth and precision and the text's
 token ids (which carry max_length and truncation), so cross-validation and grid searches run
@@ -41,7 +47,6 @@ except ImportError:
     raise GptclsError("GPTClassifier needs scikit-learn: pip install 'gptcls[sklearn]'") from None
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.evaluation.multilabel import decide
 from gptcls.options import DEFAULT_MODEL, OPTIONS, RunOptions
 from gptcls.progress import is_quiet, set_quiet
 from gptcls.recipes import options_with_recipe
@@ -53,14 +58,13 @@ DATA_PARAMETERS = ("balance", "split_seed", "cache")
 # Options of a run directory's training with no meaning here.
 NOT_PARAMETERS = {
     "checkpoint_every": "resume state lives in a run directory; a fit is one call",
-    "prior": "decision rules for a class prior are the command line's; predict is argmax or "
-             "the threshold",
 }
 # scikit-learn fits on every row it is given: no undersampling unless asked.
 DEFAULTS = {"balance": "none"}
 EXTRA = {  # parameters that are not `gptcls train` options
     "validation_fraction": (0.0, "share of each class held out for the loop's validation, "
-                                 "early_stopping and max_fpr (0: none)"),
+                                 "early_stopping, max_fpr and the calibration temperature "
+                                 "(0: none; the temperature stays 1)"),
     "out": (None, "also write the fitted classifier as a run directory here"),
     "verbose": (False, "print the training log to stderr"),
 }
@@ -165,32 +169,29 @@ class GPTClassifier(ClassifierMixin, BaseEstimator):
         with user_errors():
             return self._trained.logits(texts)  # (N, K)
 
+    # The decisions are the Classifier's (calibration temperature, the run's threshold,
+    # per-label thresholds), so the estimator and a saved run directory never disagree.
     def decision_function(self, X: Any) -> np.ndarray:
-        """Logits: (N,) for two classes (the second class's logit minus the first's), else
-        (N, n_classes)."""
-        logits = self._logits(X).numpy()
-        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+        """Scores whose sign or argmax is predict's answer (Classifier.decision_scores): (N,)
+        for two classes, > 0 where classes_[1] is predicted (calibrated log-odds less the
+        threshold's); else (N, n_classes) calibrated logits (multi-label: > 0 where a label is
+        predicted)."""
+        return self.classifier_.decision_scores(self._logits(X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """(N, n_classes) class probabilities, columns in classes_ order (multi-label: each
-        label's own sigmoid probability)."""
-        if self._multi_label():
-            return torch.sigmoid(self._logits(X)).numpy()
-        return torch.softmax(self._logits(X), -1).numpy()
+        """(N, n_classes) calibrated class probabilities, columns in classes_ order (multi-label:
+        each label's own sigmoid probability)."""
+        return self.classifier_.probabilities(self._logits(X)).numpy()
 
     def _multi_label(self) -> bool:
-        check_is_fitted(self)
-        return self._trained.classifier.config.multi_label
+        return self.classifier_.config.multi_label
 
     def predict(self, X: Any) -> np.ndarray:
-        """A label per text (the fitted threshold decides two-class tasks when one is set)."""
-        probs = self.predict_proba(X)
-        if self._multi_label():  # (N, K) 0/1, each label at its own threshold
-            return decide(probs, self._trained.classifier.config.thresholds).astype(int)
-        threshold = self._trained.classifier.config.threshold
-        if threshold is not None and probs.shape[1] == 2:
-            return self.classes_[(probs[:, 1] >= threshold).astype(int)]
-        return self.classes_[probs.argmax(1)]
+        """A label per text, as Classifier.predict decides (the fitted threshold decides
+        two-class tasks when one is set); multi-label: (N, K) 0/1, each label at its own
+        threshold."""
+        decisions = self.classifier_.decide(self.predict_proba(X))
+        return decisions if self._multi_label() else self.classes_[decisions]
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy; multi-label: subset accuracy (every label of a text right), y as label

@@ -33,10 +33,11 @@ DEFAULT_MODEL = "smollm2-135m-instruct-q4"
 # output; last+mean: both side by side (2C features, the bonus table's "pooled embeddings").
 POOLINGS = ("last", "last-position", "first", "mean", "last+mean")
 TRUNCATIONS = ("head", "tail")
+LONG_TEXTS = ("truncate", "chunk")  # what a text longer than max_length becomes
 TRAINABLE_POLICIES = ("last-layer", "last-block", "last-N-blocks", "all", "lora")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 EARLY_STOPPING = ("val_loss", "val_f1")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # int8: CPU, classifier/int8.py
 SAVE_MODES = ("delta", "full")  # what a run directory's model.safetensors holds
 BALANCE_MODES = ("undersample", "none", "weighted")
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet", "sms", "trec", "fasttext")
@@ -139,7 +140,8 @@ class TrainConfig:
     precision: str = option(
         "auto", "compute dtype of the matrix products (frozen trunk, trained layers, "
         "evaluation): auto (default: bf16 where the hardware has native bf16 measured faster "
-        "than fp32 - CUDA, most AVX512-BF16/AMX CPUs - else fp32), fp32 (exact) or bf16; "
+        "than fp32 - CUDA, most AVX512-BF16/AMX CPUs - else fp32), fp32 (exact), bf16, or int8 "
+        "(CPU: the frozen trunk's linear layers in int8, the trained layers in fp32); "
         "weights and optimizer state stay fp32", "speed and runtime",
         choices=PRECISIONS)
     trunk_cache_dir: str | None = option(
@@ -221,6 +223,11 @@ class RunOptions:
     truncate: str = option("head", "keep the first (head, default) or last (tail) max-length "
                            "tokens of long texts", "inputs and head", choices=TRUNCATIONS,
                            recipe=True, in_config=True)
+    long_text: str = option(
+        "truncate", "texts longer than max-length: cut them (truncate, default) or train on "
+        "half-overlapping windows, each with the text's label, and score validation/test texts "
+        "by their windows' mean probability (chunk; the run then predicts that way by default)",
+        "inputs and head", choices=LONG_TEXTS, in_config=True)
     causal_mask: bool = option(True, "let every token attend to every real token "
                                "(bidirectional)", "inputs and head", recipe=True)
     threshold: float | None = option(None, "binary tasks: predict the second label when its "

@@ -81,3 +81,38 @@ def test_bad_input_is_one_line_exit_2(case, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+def test_rows_are_the_files_data_rows_when_rows_are_dropped(tmp_path):
+    texts, labels = word_rows()
+    texts += [texts[0]]  # an exact duplicate with another label: a conflict group
+    labels += ["place"]
+    data = tmp_path / "gaps.csv"
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+            if i % 50 == 7:  # rows the reader drops: an empty text, then no label
+                w.writerows([["", "fruit"], ["a text with no label", ""]])
+            if i == 100:
+                f.write("\n")  # a blank line is no row
+            w.writerow([text, label])
+    with data.open(newline="") as f:
+        source = {n: r for n, r in enumerate(csv.DictReader(f), 1)}  # data row -> cells
+    gaps = sum(i % 50 == 7 for i in range(len(texts)))
+    assert len(source) == len(texts) + 2 * gaps  # 16 rows the audit's reader drops
+    out = tmp_path / "audit"
+    assert main(["audit", str(data), "--out", str(out), *TINY]) == 0
+    with (out / "audit.csv").open() as f:
+        ranked = list(csv.DictReader(f))
+    with (out / "duplicates.csv").open() as f:
+        dups = list(csv.DictReader(f))
+    assert ranked and {d["kind"] for d in dups} >= {"conflict", "exact"}
+    for r in ranked:  # each row number points at that row of the file
+        assert (source[int(r["row"])]["text"], source[int(r["row"])]["label"]) == (
+            r["text"], r["given"])
+    for d in dups:
+        assert (source[int(d["row"])]["text"], source[int(d["row"])]["label"]) == (
+            d["text"], d["label"])
+    # The duplicate is the file's last row: its number is not shifted by the 16 dropped.
+    assert max(int(d["row"]) for d in dups if d["kind"] == "conflict") == len(source)

@@ -135,3 +135,15 @@ def test_bf16_inference_is_close_to_fp32(tiny_run):
     assert np.abs(fp32 - bf16).max() < 0.05
     with pytest.raises(GptclsError, match="unknown precision 'fp8'"):
         Classifier.load(tiny_run, device="cpu", precision="fp8")
+
+
+def test_classify_takes_texts_after_options(tiny_run, capsys):
+    """`classify RUN --long-text chunk "TEXT"` (the README's order): the texts after an option
+    are classified, in order; an unknown option is still refused (exit 2)."""
+    assert main(["classify", str(tiny_run), "--long-text", "chunk", "win cash", "hello"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split("\t")[2] for ln in lines] == ["win cash", "hello"]
+    with pytest.raises(SystemExit) as exc:
+        main(["classify", str(tiny_run), "--bogus", "x"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --bogus x" in capsys.readouterr().err

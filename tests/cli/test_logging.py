@@ -147,3 +147,33 @@ def test_the_python_api_log_reaches_the_applications_handlers(tmp_path, caplog, 
     assert any(m.startswith("Training accuracy: ") for m in messages)  # the loop's lines
     out, err = capsys.readouterr()
     assert out == "" and "backbone: " not in err and "Training accuracy" not in err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_random_weights_note_is_log_that_quiet_silences(quiet, tmp_path, capsys):
+    argv = ["train", "--data", str(write_data(tmp_path / "d.csv")), "--model", "gpt2-tiny",
+            "--weights", "random", "--epochs", "1", "--batch-size", "16", "--balance", "none",
+            "--out", str(tmp_path / "run"), "--classify"]
+    assert main([*argv, *(["-q"] if quiet else [])]) == 0
+    out, err = capsys.readouterr()
+    assert "randomly initialised" not in out and "Test accuracy" in out  # log, not output
+    assert ("note: --weights random: the backbone is randomly initialised" in err) is not quiet
+
+
+def test_the_multi_label_thresholds_line_is_log(tmp_path, caplog, capsys):
+    import gptcls
+
+    data = tmp_path / "tags.csv"
+    with data.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "labels"])
+        w.writerows([f"item {i} about {'goals' if i % 2 else 'votes'}",
+                     "sports" if i % 2 else "politics|news"] for i in range(60))
+    caplog.set_level(logging.INFO, logger="gptcls")
+    clf = gptcls.train(data=data, out=tmp_path / "run", model="gpt2-tiny", weights="random",
+                       epochs=1, batch_size=16, multi_label=True)
+    assert clf.config.multi_label
+    assert [r.levelno for r in caplog.records if r.name == "gptcls.training.multilabel"
+            and r.getMessage().startswith("per-label thresholds chosen")] == [logging.INFO]
+    out, err = capsys.readouterr()  # no print(): nothing on stdout, the line not on stderr
+    assert out == "" and "per-label thresholds" not in err

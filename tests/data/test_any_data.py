@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.classifier.encoding import windows
+from gptcls.classifier.windows import windows
 from gptcls.cli.main import main
 
 TOPICS = {

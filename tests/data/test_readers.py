@@ -129,3 +129,19 @@ def test_failed_split_writes_no_csv(tmp_path: Path) -> None:
     with pytest.raises(GptclsError, match="split is empty"):
         load_splits(DataOptions(data=str(p), balance="none"), tmp_path / "run", lambda _: None)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, content", [
+    ("d.csv", "text,label\nfirst,a\n,a\n\nthird,b\nfourth,\nfifth,b\n"),
+    ("d.jsonl", '{"text": "first", "label": "a"}\n{"text": "", "label": "a"}\n\n'
+                '{"text": "third", "label": "b"}\n{"text": "fourth", "label": null}\n'
+                '{"text": "fifth", "label": "b"}\n'),
+])
+def test_number_rows_gives_each_examples_data_row(tmp_path, name, content):
+    # Data rows 2 (empty text) and 4 (no label) are dropped; the blank line is no row.
+    path = tmp_path / name
+    path.write_text(content)
+    examples, report = read_labelled(path, number_rows=True)
+    assert [e.text for e in examples] == ["first", "third", "fifth"]
+    assert report.data_rows == [1, 3, 5] and report.rows_read == 5
+    assert read_labelled(path)[1].data_rows is None  # only when asked: no list for training

@@ -57,6 +57,12 @@ def test_health_model_info_and_docs(client, clf):
     assert client.get("/docs").status_code == 200
 
 
+
+def test_model_info_says_single_label(client, clf):
+    info = client.get("/v1/model").json()
+    assert info["multi_label"] is False and "thresholds" not in info
+    assert info["threshold"] == clf.config.threshold
+
 def test_concurrent_requests_are_batched_and_answer_like_predict_proba(tiny_run, clf, texts):
     app = create_app(clf, max_batch=32, max_wait_ms=20)
     expected = clf.predict_proba(texts)

@@ -157,6 +157,18 @@ def test_server(ml_run, ml_clf):
         ml_clf.predict_proba(texts)[:, 2], abs=1e-5)
 
 
+
+def test_server_model_info_gives_multi_label_and_thresholds(ml_run, ml_clf):
+    from fastapi.testclient import TestClient
+
+    from gptcls.serving.server import create_app
+
+    with TestClient(create_app(ml_run[0], device="cpu", precision="fp32")) as client:
+        info = client.get("/v1/model").json()
+    assert info["multi_label"] is True
+    assert list(info["thresholds"]) == ml_clf.labels
+    assert list(info["thresholds"].values()) == pytest.approx(ml_clf.config.thresholds)
+
 def test_hf_export_is_multi_label(ml_run, ml_clf, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification

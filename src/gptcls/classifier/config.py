@@ -37,6 +37,9 @@ class ClassifierConfig:
     # (evaluation/calibration.py); runs written before calibration load with 1.0 (none).
     temperature: float = 1.0
     truncate: str = "head"  # keep the first max_length tokens (head) or the last (tail)
+    # "chunk": trained on (and by default predicts from) half-overlapping windows of long texts
+    # (classifier/windows.py); runs written before it load with "truncate".
+    long_text: str = "truncate"
     # The trainable policy (None: named from trainable_blocks, its resolved block count).
     trainable: str | None = None
     train_embeddings: bool = False

@@ -172,12 +172,3 @@ def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -
     total = sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
     real = sum(lengths[i] for b in batches for i in b)
     return 1 - real / total if total else 0.0
-
-
-def windows(seq: list[int], size: int) -> list[list[int]]:
-    """Half-overlapping windows of `size` tokens covering `seq`; the last one ends at its end."""
-    if len(seq) <= size:
-        return [seq]
-    stride = max(1, size // 2)
-    starts = list(range(0, len(seq) - size, stride)) + [len(seq) - size]
-    return [seq[s:s + size] for s in starts]

@@ -11,19 +11,19 @@ import numpy as np
 from gptcls.errors import GptclsError
 
 
-def label_sets(probs: np.ndarray, labels: Sequence[str], thresholds: Sequence[float] | None
-               ) -> list[list[str]]:
-    """Per row of (N, K) sigmoid probabilities, the labels at or above their thresholds
-    (0.5 each for a run without them), in label order."""
-    from gptcls.evaluation.multilabel import DEFAULT_THRESHOLD, decide
+def run_thresholds(thresholds: Sequence[float] | None, n_labels: int) -> list[float]:
+    """A multi-label run's per-label thresholds (0.5 each for a run without them)."""
+    from gptcls.evaluation.multilabel import DEFAULT_THRESHOLD
 
-    if len(probs) == 0:
-        return []
-    t = list(thresholds) if thresholds is not None else [DEFAULT_THRESHOLD] * len(labels)
-    return [[labels[k] for k in np.flatnonzero(row)] for row in decide(probs, t)]
+    return list(thresholds) if thresholds is not None else [DEFAULT_THRESHOLD] * n_labels
 
 
-def evaluate_multilabel(clf: Any, path: str | Path, long_text: str, chunk_reduce: str,
+def label_sets(decisions: np.ndarray, labels: Sequence[str]) -> list[list[str]]:
+    """Per row of (N, K) 0/1 decisions (Classifier.decide), its labels in label order."""
+    return [[labels[k] for k in np.flatnonzero(row)] for row in decisions]
+
+
+def evaluate_multilabel(clf: Any, path: str | Path, long_text: str | None, chunk_reduce: str,
                         **read_options: Any) -> dict:
     """The multi-label report of a labelled file (label sets as the run was trained on:
     its separator, or --label-column naming 0/1 columns) at the run's thresholds."""
@@ -43,7 +43,7 @@ def evaluate_multilabel(clf: Any, path: str | Path, long_text: str, chunk_reduce
         raise GptclsError(f"labels the run does not know: {unknown[:10]}; it knows "
                           f"{clf.labels}")
     probs = clf.predict_proba([e.text for e in examples], long_text, chunk_reduce)
-    thresholds = clf.config.thresholds or [0.5] * len(clf.labels)
+    thresholds = run_thresholds(clf.config.thresholds, len(clf.labels))
     return multilabel_report(indicator_rows(examples, clf.labels), probs, clf.labels,
                              thresholds)
 

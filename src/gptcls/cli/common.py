@@ -82,7 +82,7 @@ def prediction_records(clf, texts: list[str], probs: np.ndarray) -> list[dict[st
             for text, label, p in zip(texts, clf.labels_from_proba(probs), probs, strict=True)]
 
 
-def print_predictions(clf, texts: list[str], long_text: str = "truncate",
+def print_predictions(clf, texts: list[str], long_text: str | None = None,
                       chunk_reduce: str = "mean", as_json: bool = False) -> None:
     """One `label<TAB>probability<TAB>text` line per text, or (as_json) one JSON object per
     line (JSON Lines: `prediction_records`) and nothing else."""

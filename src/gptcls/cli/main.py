@@ -15,13 +15,14 @@ from gptcls.options import PRECISIONS, READ_OPTIONS
 RUN_DIR_HELP = "a run directory written by `gptcls train`"
 DEVICE_HELP = "auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"
 PRECISION_HELP = ("auto (default: bf16 where this CPU/GPU has fast native bf16, else fp32), "
-                  "fp32 (exact) or bf16")
+                  "fp32 (exact), bf16, or int8 (CPU: the blocks' linear layers in int8)")
 
 
 def _add_long_text(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate",
-                   help="texts longer than max_length: truncate (default) or average over "
-                   "overlapping windows")
+    p.add_argument("--long-text", choices=("truncate", "chunk"), default=None,
+                   help="texts longer than max_length: truncate, or average over "
+                   "overlapping windows (chunk); default: as the run trained (chunk after "
+                   "train --long-text chunk, else truncate)")
     p.add_argument("--chunk-reduce", choices=("mean", "max"), default="mean",
                    help="with --long-text chunk: combine the windows' probabilities by mean "
                    "(default) or max")
@@ -312,7 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     from gptcls.log import cli_logging, verbosity_level
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # classify RUN --long-text chunk "TEXT": argparse has already closed the texts list when an
+    # option follows the run directory; the texts after it come back as extras.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "classify" and not any(e.startswith("-") for e in extra):
+        args.texts = [*args.texts, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.quiet and args.verbose:
         parser.error("-q/--quiet and -v/--verbose contradict each other: give one")
     try:

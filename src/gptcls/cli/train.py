@@ -42,9 +42,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     from gptcls.training.pipeline import run_training
 
     configure_threads()
-    if opts.weights == "random":
-        print("NOTE: --weights random: the backbone is randomly initialised, not pretrained; "
-              "expect chance-level features (the chapter's random-weights experiment).")
     m = run_training(opts, resume=started)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun rank 0 alone reports (and wrote the run directory)

@@ -50,6 +50,10 @@ class LoadReport:
     text_columns: list[str] = field(default_factory=list)
     # label -> where its first rows are, for labels seen at most RARE_MAX times (typos)
     label_rows: dict[str, list[str]] = field(default_factory=dict)
+    # read_labelled(number_rows=True): each example's 1-based data row in the file (the
+    # records the reader yields, dropped ones counted; header and blank lines not), as
+    # `predict` numbers them ("data row N"); None otherwise (no list for a training read)
+    data_rows: list[int] | None = None
 
     def lines(self) -> list[str]:
         label = f"label column {self.label_column!r}" if self.label_column else "no label column"
@@ -100,6 +104,7 @@ def read_labelled(
     require_labels: bool = True,
     no_header: bool = False,
     label_level: str | None = None,
+    number_rows: bool = False,
 ) -> tuple[list[Example], LoadReport]:
     """Read a labelled text file into examples plus a report of what was dropped or merged.
 
@@ -110,6 +115,7 @@ def read_labelled(
     `text_column` may list columns ("title,description"): their cells join into the text
     (columns.py). `label_level`: "coarse" keeps a COARSE:fine label's part before the colon
     (default for --format trec), "fine" all of it. `no_header`: see open_table.
+    `number_rows`: also report each example's data row (report.data_rows).
     """
     path = Path(path)
     named = (*(text_column or "").split(","), label_column)
@@ -125,7 +131,8 @@ def read_labelled(
                               "so its columns are just 'label' and 'text'")
         text_cols, label_col = _choose_columns(table, text_column, label_column, require_labels)
         report = LoadReport(str(path), table.format, ",".join(text_cols), label_col,
-                            notes=list(table.notes), text_columns=text_cols)
+                            notes=list(table.notes), text_columns=text_cols,
+                            data_rows=[] if number_rows else None)
         level = label_level or ("coarse" if table.format == "trec" else None)
         examples = _collect(_cells(table, text_cols, label_col), report, normalize_labels,
                             strict, require_labels, level)
@@ -211,6 +218,8 @@ def _collect(cells: Cells, report: LoadReport, normalize: bool, strict: bool,
         if label and seen[label] <= RARE_MAX:  # where a label seen once or twice is (typos)
             report.label_rows.setdefault(label, []).append(where)
         examples.append(Example(text=text, label=label))
+        if report.data_rows is not None:
+            report.data_rows.append(report.rows_read)
     report.label_rows = {k: v for k, v in report.label_rows.items() if seen[k] <= RARE_MAX}
     return examples
 

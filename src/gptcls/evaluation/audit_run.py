@@ -26,7 +26,8 @@ from gptcls.evaluation.duplicates import Duplicates, find_duplicates, shared_acr
 @dataclass
 class Rows:
     """The audited rows: text, label, the split file it came from ("" for DATA) and its 1-based
-    number among that file's kept rows."""
+    data row in that file, as `predict` and the readers count them (rows dropped for an empty
+    text or no label keep their numbers; the header and blank lines are not rows)."""
 
     texts: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
@@ -45,11 +46,11 @@ def read_rows(data: str | None, split_files: dict[str, str | None], **read: Any)
         raise GptclsError("nothing to audit: give DATA or --train/--validation/--test files")
     out = Rows()
     for split, path in ([("", data)] if data else list(given.items())):
-        examples, report = read_labelled(path, **read)
+        examples, report = read_labelled(path, **read, number_rows=True)
         out.texts += [e.text for e in examples]
         out.labels += [e.label for e in examples]
         out.splits += [split] * len(examples)
-        out.rows += list(range(1, len(examples) + 1))
+        out.rows += report.data_rows or []
         out.reports.append(report)
     check_classes(out.labels)  # before any model is loaded
     return out

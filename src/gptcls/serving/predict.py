@@ -46,7 +46,7 @@ def predict_file(run: Any, input_path: str | os.PathLike, output_path: str | os.
                  format: str | None = None, text_column: str | None = None,
                  encoding: str = "utf-8", no_header: bool = False, chunk_size: int = 1024,
                  resume: bool = False,
-                 long_text: str = "truncate", chunk_reduce: str = "mean", device: str = "auto",
+                 long_text: str | None = None, chunk_reduce: str = "mean", device: str = "auto",
                  progress: bool = True,
                  on_chunk: Callable[[int], None] | None = None,
                  dist: Dist | None = None) -> PredictReport:
@@ -66,6 +66,7 @@ def predict_file(run: Any, input_path: str | os.PathLike, output_path: str | os.
     if src_path.resolve() == out.resolve():
         raise GptclsError("the output would overwrite the input; choose another output path")
     clf = run if isinstance(run, Classifier) else Classifier.load(run, device=device)
+    long_text = long_text or clf.config.long_text  # None: as the run trained
     d = from_env(clf.device) if dist is None else dist
     # The run's --text-column (a list: the columns it joined) unless another is given.
     source = open_source(src_path, format, text_column, encoding, chunk_size, no_header,

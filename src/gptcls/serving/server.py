@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+from gptcls.classifier.multilabel import run_thresholds
+from gptcls.classifier.windows import reduce_windows
 from gptcls.errors import GptclsError
 from gptcls.progress import silenced
 from gptcls.serving.batching import MicroBatcher
@@ -184,8 +186,11 @@ def _add_routes(app: Any, clf: Any, batcher: MicroBatcher, tokenizers: ThreadPoo
         if problem:
             return JSONResponse(status_code=422, content={"detail": problem})
         loop = asyncio.get_running_loop()
-        ids = await loop.run_in_executor(tokenizers, clf.encode, request.texts)
+        # Windows of long texts where the run trained on them (config.long_text "chunk").
+        ids, owner = await loop.run_in_executor(tokenizers, clf.encode_long, request.texts)
         probs = await batcher.submit(ids)
+        if len(ids) != len(request.texts):
+            probs = reduce_windows(probs, owner, len(request.texts))
         labels = clf.labels_from_proba(probs)
         key = "labels" if clf.config.multi_label else "label"
         return {"results": [{key: lab, "probabilities": dict(zip(clf.labels, map(float, p),
@@ -231,7 +236,11 @@ def _model_info(clf: Any, run_dir: Path | None, limits: dict[str, Any]) -> dict[
                          "emb_dim": c.model.emb_dim},
         "max_length": c.max_length, "pooling": c.pooling, "truncate": c.truncate,
         "threshold": c.threshold, "limits": limits, "metrics": None,
+        "multi_label": c.multi_label,
     }
+    if c.multi_label:  # a label set per text: each label at its own threshold
+        info["thresholds"] = dict(zip(clf.labels, run_thresholds(c.thresholds, len(clf.labels)),
+                                      strict=True))
     metrics_path = run_dir / "metrics.json" if run_dir is not None else None
     if metrics_path is not None and metrics_path.is_file():
         try:

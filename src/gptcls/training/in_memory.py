@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,16 @@ from gptcls.classifier.model import ClassifierModel
 from gptcls.data.examples import Example
 from gptcls.data.multilabel import positive_weights
 from gptcls.data.partition import balance_undersample, class_weights
+from gptcls.data.splits import Splits
 from gptcls.device import device_for, resolve_precision
 from gptcls.errors import GptclsError
-from gptcls.evaluation.metrics import threshold_for_max_fpr
+from gptcls.evaluation.calibration import format_calibration
 from gptcls.evaluation.multilabel import choose_thresholds
+from gptcls.evaluation.prior import PriorDecision, decide_prior
 from gptcls.options import RunOptions, config_fields
 from gptcls.training.builder import build_model
+from gptcls.training.decisions import choose_threshold, fit_decisions
+from gptcls.training.long_text import check_long_text
 from gptcls.training.loop import evaluate, logits_for, train
 from gptcls.training.pipeline import check_options
 from gptcls.training.trunk_cache import Store, cache_size_mb, full_batches, trunk_fingerprint
@@ -85,12 +90,14 @@ class Trained:
 def train_texts(opts: RunOptions, texts: Sequence[str], y: Sequence[int], labels: list[str],
                 validation_fraction: float = 0.0, log: Log = quiet) -> Trained:
     """Train a classifier on `texts` with class indices `y` (into `labels`), holding out a
-    stratified `validation_fraction` for the loop's validation, early stopping and --max-fpr
-    (0: no validation; the loop's validation figures are then the training data's)."""
+    stratified `validation_fraction` for the loop's validation, early stopping, --max-fpr and
+    the calibration temperature (0: no validation; the loop's validation figures are then the
+    training data's); the temperature, threshold and prior are decided as `gptcls train` does."""
     check_in_memory(opts, validation_fraction)
     device = device_for(opts.device)
     train_idx, val_idx = holdout(y, validation_fraction, opts.data.split_seed)
     train_idx, weights = balanced(train_idx, y, len(labels), opts)
+    prior = prior_for(opts, y, train_idx, labels, weights)  # a bad prior fails before training
     model, tokenizer, pretrained, policy, n_blocks = build_model(opts, len(labels),
                                                                  pretrained_copy(opts))
     log(f"backbone: {pretrained.source}")
@@ -118,10 +125,7 @@ def train_texts(opts: RunOptions, texts: Sequence[str], y: Sequence[int], labels
     history = train(model, train_store, val_store, cfg, device, log)
     trained.history = history if val_idx else {k: v for k, v in history.items()
                                                 if not k.startswith("val_")}
-    config.threshold = choose_threshold(opts, model, val_store, device)
-    if opts.data.multi_label:  # per-label thresholds on the held-out texts (else training's)
-        probs = evaluate(model, val_store, full_batches(val_store), device)["probs"]
-        config.thresholds = choose_thresholds(val_store.labels.numpy(), probs.numpy())
+    decide(opts, config, model, val_store, bool(val_idx), device, prior, log)
     if model.lora and opts.merge_lora:
         model.merge_lora()  # what a run directory holds: a plain model, the same logits
         config.lora = model.lora
@@ -131,6 +135,7 @@ def train_texts(opts: RunOptions, texts: Sequence[str], y: Sequence[int], labels
 def check_in_memory(opts: RunOptions, validation_fraction: float) -> None:
     """`check_options`, and the options that need a validation split."""
     check_options(opts)
+    check_long_text(opts, in_memory=True)
     if not 0.0 <= validation_fraction < 1.0:
         raise GptclsError(f"validation_fraction must be at least 0 and below 1, got "
                           f"{validation_fraction}")
@@ -219,17 +224,41 @@ def trunk_key_for(model: ClassifierModel, opts: RunOptions, precision: str,
     return trunk_fingerprint(model, [], precision)
 
 
-def choose_threshold(opts: RunOptions, model: ClassifierModel, val: Store,
-                     device: torch.device) -> float | None:
-    """Binary tasks: the given threshold, or the lowest one keeping validation FPR <= max_fpr."""
-    if opts.threshold is None and opts.max_fpr is None:
+def prior_for(opts: RunOptions, y: Sequence[int], train_idx: list[int], labels: list[str],
+              weights: list[float] | None) -> PriorDecision | None:
+    """The class prior `gptcls train` decides at for data a user brings (decide_prior; texts
+    in memory are never the chapter's job): `prior` if given, else the given texts' (source).
+    The model's prior is the training part's, as balanced or weighted. None: multi-label."""
+    if opts.data.multi_label:
         return None
-    if model.head.out_features != 2:
-        raise GptclsError("threshold and max_fpr apply to two-class tasks only")
-    if opts.threshold is not None:
-        return float(opts.threshold)
-    probs = evaluate(model, val, full_batches(val), device)["probs"]
-    return float(threshold_for_max_fpr(val.labels.tolist(), probs[:, 1].numpy(), opts.max_fpr))
+    train = [Example(str(i), labels[y[i]]) for i in train_idx]
+    undersampled = (len(train_idx), len(y)) if opts.data.balance == "undersample" else None
+    splits = Splits(train, [], [], list(labels), weights, balance=opts.data.balance,
+                    balanced=undersampled, source_counts=dict(Counter(labels[c] for c in y)))
+    return decide_prior(opts.prior, splits, chapter=False)
+
+
+def decide(opts: RunOptions, config: ClassifierConfig, model: ClassifierModel, val: Store,
+           held_out: bool, device: torch.device, prior: PriorDecision | None,
+           log: Log = quiet) -> None:
+    """The decisions a `gptcls train` run stores, into `config`: multi-label, a threshold per
+    label on `val` (the training texts when nothing is held out); else the temperature fitted
+    on the held-out texts and the threshold on calibrated probabilities (training/decisions.py).
+    Nothing held out: the temperature stays 1 (on its training texts a model looks better
+    calibrated than it is) and the threshold is the given one or the prior's."""
+    if prior is None or held_out:  # (n, k) probabilities, as predict computes them
+        probs = evaluate(model, val, full_batches(val), device)["probs"]
+    if prior is None:  # multi-label
+        config.thresholds = choose_thresholds(val.labels.numpy(), probs.numpy())
+    elif not held_out:
+        config.threshold = choose_threshold(opts, [], np.empty((0, len(config.labels))),
+                                            prior.threshold, log)
+    else:
+        cal, config.threshold = fit_decisions(
+            opts, {"validation": probs.numpy()}, {"validation": val.labels.tolist()},
+            prior.threshold, log, report_on=("validation",))
+        config.temperature = cal.temperature
+        log(format_calibration(cal.section))
 
 
 def restore(classifier: Classifier, history: dict[str, list], cached: bool, precision: str,

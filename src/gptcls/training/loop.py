@@ -24,6 +24,7 @@ from gptcls.log import line_logger
 from gptcls.options import EARLY_STOPPING, LR_SCHEDULES, TrainConfig
 from gptcls.progress import progress
 from gptcls.training.checkpoint import Checkpointer, LoopState, load_trainable, trainable_state
+from gptcls.training.long_text import eval_prefix, text_results
 from gptcls.training.trunk_cache import Store, full_batches
 
 
@@ -62,6 +63,8 @@ def evaluate(model: ClassifierModel, store: Store, batches: list[list[int]],
         count += len(idx)
         bar.update(len(idx))
     bar.close()
+    if store.groups is not None:  # --long-text chunk: one prediction per text, from its windows
+        return text_results(store, probs, class_weights)
     return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1),
             "probs": probs}
 
@@ -159,7 +162,7 @@ def train(model: ClassifierModel, train_store: Store, val_store: Store, cfg: Tra
     sched = make_scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
     stopper = EarlyStopping(cfg.early_stopping, cfg.patience) if cfg.early_stopping else None
     val_batches = make_batches(val_store.lengths, cfg.batch_size, bucket=cfg.bucket,
-                               order=range(min(len(val_store), cfg.eval_iter * cfg.batch_size)))
+                               order=range(eval_prefix(val_store, cfg.eval_iter * cfg.batch_size)))
     payload = checkpoint.load() if checkpoint else None
     st = checkpoint.restore(payload, model, opt, sched, gen, stopper) if payload else LoopState()
     if payload:
@@ -216,7 +219,7 @@ def _step(model: torch.nn.Module, store: Store, group: list[list[int]],
             loss = F.cross_entropy(logits, y, weight=weights, reduction="sum",
                                    label_smoothing=label_smoothing)
         if weights is not None and y.dim() == 1:  # a weighted mean divides by summed weights
-            loss = loss * len(idx) / float(weights[store.labels[idx]].sum())
+            loss = loss * len(idx) / float(weights[store.item_labels(idx)].sum())
         loss = loss * dist.world / len(idx) / len(group)
         loss.backward()
         total += loss.item() / dist.world

@@ -27,8 +27,8 @@ from gptcls.data.splits import Splits, load_splits, write_splits
 from gptcls.device import device_for, resolve_precision
 from gptcls.distributed import finish, from_env, local_device
 from gptcls.errors import GptclsError
-from gptcls.evaluation.calibration import RELIABILITY_PLOT, Calibration, calibrate
-from gptcls.evaluation.metrics import classification_report, threshold_for_max_fpr
+from gptcls.evaluation.calibration import RELIABILITY_PLOT, Calibration
+from gptcls.evaluation.metrics import classification_report
 from gptcls.evaluation.plots import plot_reliability
 from gptcls.evaluation.prior import PriorDecision, check_prior, decide_prior, prior_section
 from gptcls.log import line_logger
@@ -43,6 +43,8 @@ from gptcls.options import (
 )
 from gptcls.training.builder import build_model, trainable_policy
 from gptcls.training.checkpoint import STATE_FILE, Checkpointer
+from gptcls.training.decisions import fit_decisions
+from gptcls.training.long_text import group_stores, window_counts, window_splits
 from gptcls.training.loop import evaluate_splits, train
 from gptcls.training.multilabel import finish_multilabel
 from gptcls.training.run_metrics import run_metrics
@@ -125,6 +127,8 @@ def run_training(opts: RunOptions, resume: bool = False) -> dict[str, Any]:
     times["total_s"] = time.perf_counter() - t_all
     metrics = run_metrics(opts, run, hist, final, reports, times, splits)
     metrics["processes"] = dist.world
+    if opts.long_text == "chunk":
+        metrics["windows"] = window_counts(run.stores)  # texts and the windows they became
     if search:
         metrics["search"] = search.summary
     metrics["calibration"] = {**cal.section, "plot": RELIABILITY_PLOT}
@@ -149,19 +153,23 @@ def _prepare(opts: RunOptions, splits: Splits, device: torch.device, dist,
     times["load_backbone_s"] = time.perf_counter() - t0
     model.to(device)
     t0 = time.perf_counter()
-    ids, max_length = _tokenize_splits(tokenizer, splits, opts, pretrained.config.context_length)
+    ids, max_length, groups = _tokenize_splits(tokenizer, splits, opts,
+                                               pretrained.config.context_length)
     times["tokenize_s"] = time.perf_counter() - t0
     cache = _use_cache(model, ids, opts.train)
     precision = resolve_precision(opts.train.precision, device)
     if cache:
         _log(f"frozen trunk ({model.first_trainable} blocks) computed once per text in "
              f"{precision}" + (" (--precision fp32 for exact fp32)" if precision == "bf16" else ""))
+    elif precision == "int8":  # int8 quantizes the cached trunk only; nothing here is frozen once
+        _log("--precision int8: the trunk is not cached, so every layer runs in fp32")
     t0 = time.perf_counter()
     stores = {name: build_store(model, ids[name], targets(splits[name], splits.labels),
                                  cache, device, desc=name,
                                  precision=precision,
                                  cache_dir=opts.train.trunk_cache_dir, dist=dist)
               for name in SPLIT_NAMES}
+    group_stores(stores, groups)  # --long-text chunk: items are windows of texts
     times["trunk_cache_s"] = time.perf_counter() - t0
     return _Prepared(model, tokenizer, pretrained, policy, n_blocks, ids, max_length, cache,
                      precision, stores)
@@ -226,6 +234,9 @@ def _build_model(opts: RunOptions, num_classes: int):
     built = build_model(opts, num_classes)
     model, pretrained = built[0], built[2]
     _log(f"backbone: {pretrained.source}")
+    if opts.weights == "random":  # a note (INFO, -q silences it), after the data's checks
+        _log("note: --weights random: the backbone is randomly initialised, not pretrained; "
+             "expect chance-level features (the chapter's random-weights experiment).")
     if note := training_note(pretrained.config.family, opts.pooling, opts.head_bias,
                              opts.causal_mask):
         _log(note)
@@ -240,28 +251,12 @@ def _decide(opts: RunOptions, run: _Prepared, final: dict, splits: Splits,
             prior: PriorDecision) -> tuple[Calibration, float | None, dict[str, dict]]:
     """Temperature fitted on validation, the threshold (on calibrated probabilities) and the
     splits' reports with both."""
-    cal = calibrate({n: r["probs"].numpy() for n, r in final.items()},
-                    {n: store.labels.tolist() for n, store in run.stores.items()})
-    threshold = _choose_threshold(opts, run.stores["validation"], cal.probs["validation"],
-                                  prior.threshold)
+    cal, threshold = fit_decisions(opts, {n: r["probs"].numpy() for n, r in final.items()},
+                                   {n: store.labels.tolist() for n, store in run.stores.items()},
+                                   prior.threshold, _log)
     reports = {name: classification_report(cal.labels[name], cal.probs[name], splits.labels,
                                            threshold) for name in SPLIT_NAMES}
     return cal, threshold, reports
-
-
-def _choose_threshold(opts: RunOptions, val: Store, val_probs: Any,
-                      default: float | None = None) -> float | None:
-    """Binary tasks: the given --threshold, or the lowest one keeping validation FPR <= max_fpr,
-    else `default` (the prior's, evaluation/prior.py). On calibrated probabilities."""
-    if opts.threshold is None and opts.max_fpr is None:
-        return default
-    if val_probs.shape[1] != 2:
-        raise GptclsError("--threshold and --max-fpr apply to two-class tasks only")
-    if opts.threshold is not None:
-        return float(opts.threshold)
-    t = threshold_for_max_fpr(val.labels.tolist(), val_probs[:, 1], opts.max_fpr)
-    _log(f"threshold {t:.4f} chosen on validation for false-positive rate <= {opts.max_fpr}")
-    return float(t)
 
 
 def _plots(out: Path, hist: dict, epochs: int, report: dict, test: Store,
@@ -276,18 +271,22 @@ def _plots(out: Path, hist: dict, epochs: int, report: dict, test: Store,
 
 
 def _tokenize_splits(tokenizer, splits: dict, opts: RunOptions, context_length: int
-                     ) -> tuple[dict[str, list[list[int]]], int]:
+                     ) -> tuple[dict[str, list[list[int]]], int, dict[str, list[int]]]:
     """Token ids per split, cut to the max_length `choose_max_length` picks from the training
     texts (the chapter's longest training text unless texts run long); the run says which."""
     raw = {name: tokenizer.encode_batch([e.text for e in splits[name]]) for name in SPLIT_NAMES}
     choice = choose_max_length([len(s) for s in raw["train"]], context_length, opts.max_length,
                                opts.context)
     max_length = choice.max_length
+    if opts.long_text == "chunk":  # windows, and the text of each (training/long_text.py)
+        ids, groups, line = window_splits(raw, choice, tokenizer.pad_id, opts.pooling)
+        _log(line)
+        return ids, max_length, groups
     _log(choice.message(opts.truncate, sum(len(s) > max_length for name in SPLIT_NAMES[1:]
                                            for s in raw[name])))
     ids = {name: fit_ids(raw[name], max_length, tokenizer.pad_id, opts.pooling, opts.truncate)
            for name in SPLIT_NAMES}
-    return ids, max_length
+    return ids, max_length, {}
 
 
 def _use_cache(model: ClassifierModel, ids: dict[str, list[list[int]]], cfg: TrainConfig) -> bool:

@@ -32,5 +32,7 @@ def run_metrics(opts: RunOptions, run: Any, hist: dict, final: dict, reports: di
         "torch_threads": torch.get_num_threads(),
         "trunk_precision": run.precision if run.cached else "fp32",
         # What the trainable layers' matrix products (and the final evaluation) ran in.
-        "train_precision": effective_precision(run.precision, device_for(opts.device)),
+        # int8 is the frozen trunk's alone (classifier/int8.py): what trains stays fp32.
+        "train_precision": effective_precision(run.precision.replace("int8", "fp32"),
+                                               device_for(opts.device)),
     }

@@ -272,7 +272,7 @@ class Search:
         step = max(1, len(ids["train"]) // PROBE_TEXTS)
         pick = list(range(0, len(ids["train"]), step))[:PROBE_TEXTS]
         sample = [ids["train"][i] for i in pick]
-        labels = self.run_.stores["train"].labels[pick].tolist()
+        labels = self.run_.stores["train"].item_labels(pick).tolist()
         model = self.model_for(self.space[0])
         t0 = clock()
         store = build_store(model, sample, labels, True, self.device,
@@ -301,6 +301,8 @@ class Search:
                                     self.device, desc=name, precision=run.precision,
                                     cache_dir=self.opts.train.trunk_cache_dir)
                   for name, store in run.stores.items()}
+        for name, store in stores.items():  # --long-text chunk: items are windows of texts
+            store.groups = run.stores[name].groups
         times["trunk_cache_s"] = clock() - t0
         return stores
 

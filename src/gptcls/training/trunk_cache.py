@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from gptcls.classifier.encoding import length_batches, pad_batch, unique_sequences
+from gptcls.classifier.int8 import int8_trunk
 from gptcls.classifier.model import ClassifierModel
 from gptcls.device import autocast
 from gptcls.distributed import Dist, gather_dict
@@ -26,12 +27,15 @@ from gptcls.progress import progress
 
 @dataclass
 class Store:
-    """Model inputs of one split: `items[i]` is (T_i,) ids or (T_i, C) trunk activations."""
+    """Model inputs of one split: `items[i]` is (T_i,) ids or (T_i, C) trunk activations.
+    With `groups` (--long-text chunk) items are windows of texts: `groups[i]` is item i's text,
+    `labels` are the texts' and evaluation scores texts (training/long_text.py)."""
 
     items: list[torch.Tensor]
-    labels: torch.Tensor  # (N,)
+    labels: torch.Tensor  # (N,) or (N, K): one per text
     cached: bool
     lengths: list[int] = field(init=False)
+    groups: list[int] | None = None  # the text of each item; None: item i is text i
 
     def __post_init__(self) -> None:
         self.lengths = [len(x) for x in self.items]
@@ -42,7 +46,12 @@ class Store:
     def batch(self, idx: Sequence[int], device: torch.device
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, lengths = pad_batch([self.items[i] for i in idx])
-        return x.to(device), lengths.to(device), self.labels[list(idx)].to(device)
+        return x.to(device), lengths.to(device), self.item_labels(idx).to(device)
+
+    def item_labels(self, idx: Sequence[int]) -> torch.Tensor:
+        """The labels of items `idx` (their texts' labels)."""
+        texts = list(idx) if self.groups is None else [self.groups[i] for i in idx]
+        return self.labels[texts]
 
 
 @torch.inference_mode()
@@ -68,13 +77,15 @@ def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[i
             distinct = _read_activations(path)
             return Store([distinct[j] for j in owner], y, cached=True)
     model.eval()
+    # int8: a twin whose frozen blocks are quantized; the trainable ones stay fp32 and shared.
+    trunk = int8_trunk(model) if precision == "int8" else model
     out: dict[int, torch.Tensor] = {}
     mine = list(range(dist.rank, len(first), dist.world))
     bar = progress(len(mine), f"trunk pass ({desc})", "texts", enabled=dist.main)
     for chunk in length_batches([len(ids[first[j]]) for j in mine], batch_tokens, max_batch=512):
         x, lengths = pad_batch([items[first[mine[c]]] for c in chunk])
         with autocast(device, precision):
-            h = model.trunk(x.to(device), lengths.to(device)).float()  # (B, T, C)
+            h = trunk.trunk(x.to(device), lengths.to(device)).float()  # (B, T, C)
         for row, c in enumerate(chunk):
             out[mine[c]] = h[row, : lengths[row]].clone()
         bar.update(len(chunk))
