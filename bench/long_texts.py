@@ -13,25 +13,26 @@ thousand), labelled with that class: --train-texts / --validation-texts / --test
 documents (2,000 / 500 / 2,000), each split from its own seed, so deterministic. Splits share
 descriptions (7,600 of them feed 4,500 documents): fine for speed, not an accuracy benchmark.
 Short texts: the SMS Spam Collection with the default split. Both train through
-`gptcls.train` with the backbone's defaults (only --epochs, if given, changes).
+`gptcls.train` with the backbone's defaults (only --epochs, --precision and --long-text, if
+given, change).
 
 Figures per data set:
   max_length       as the run chose it (its one-line message says why); truncated: the share
                    of training texts longer than it.
   trunk tokens/s   real tokens of the distinct texts of all three splits (after truncation)
                    over the run's trunk-pass time (metrics.json times.trunk_cache_s).
-  FLOP/token       2 x the weights of the trunk's matrix products (every Linear of the frozen
-                   blocks; embeddings are a lookup) + attention: per layer 4 x n_heads x
-                   head_dim x the mean causal context, QK^T and AV, where the mean context is
-                   sum(T (T + 1) / 2) / sum(T) over the texts (a token at position t attends
-                   to t + 1 tokens). Padding is not counted: it is work, not useful work.
-  GFLOP/s          FLOP/token x tokens/s; the % is against the GEMM rate of the trunk's
-                   precision (metrics.json trunk_precision).
+  FLOP/token       bench/roofline.py's count over the frozen blocks: 2 x the weights of
+                   their Linear layers + causal attention (QK^T and AV), per real token.
+                   Padding is not counted: it is work, not useful work.
+  GFLOP/s          FLOP/token x tokens/s (int8 trunk: GOP/s); "of GEMM": the % of the GEMM
+                   rate of the trunk's precision (metrics.json trunk_precision); "of best":
+                   the % of the machine's fastest rate of the three, named.
   padding          the share of the trunk pass's positions that are padding (exact), and of
                    the same texts in file order in batches of the same sizes (what length
                    sorting saves).
-GEMM: torch.matmul of (4096 x in) @ (in x out) at every Linear shape of one trunk block, fp32
-and bf16, best of --gemm-repeats; the rate is their total FLOPs over their total time.
+GEMM (bench/roofline.py): 4,096 rows at every Linear shape of one trunk block, best of
+--gemm-repeats, total FLOP over total time: fp32 and bf16 torch.matmul, and int8 through
+classifier/int8.py's quantized Linear on fp32 inputs (what the int8 trunk runs).
 Timings are wall-clock on whatever else the machine runs.
 """
 
@@ -47,13 +48,22 @@ import time
 from pathlib import Path
 
 import torch
+from roofline import (
+    GEMM_ROWS,
+    best_precision,
+    forward_flop,
+    gemm_line,
+    gemm_rates,
+    linear_shapes,
+    linear_weights,
+    shares,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 AG_NEWS = DATA / "ag_news" / "test.csv"
 SMS = DATA / "sms_spam_collection" / "SMSSpamCollection"
 AG_LABELS = {"1": "world", "2": "sports", "3": "business", "4": "sci/tech"}
-GEMM_ROWS = 4096  # the trunk pass's token budget per batch (trunk_cache.build_store)
 
 
 def long_documents(n: int, seed: int, mean_chars: int = 1300) -> list[tuple[str, str]]:
@@ -85,14 +95,14 @@ def write_split(path: Path, docs: list[tuple[str, str]]) -> Path:
 
 
 def train_run(out: Path, model: str, weights: str, epochs: int | None,
-              long_text: str = "truncate", **data: str) -> dict:
+              long_text: str = "truncate", precision: str = "auto", **data: str) -> dict:
     """Train with the defaults; the run's metrics, its Classifier and seconds end to end."""
     import json
 
     from gptcls import train
 
     extra = {"epochs": epochs} if epochs else {}
-    extra["long_text"] = long_text
+    extra.update(long_text=long_text, precision=precision)
     t0 = time.perf_counter()
     clf = train(out=str(out), model=model, weights=weights, **extra, **data)
     seconds = time.perf_counter() - t0
@@ -135,38 +145,14 @@ def trunk_figures(run: dict) -> dict:
         lengths += ls
     first_trainable = cfg.n_layers - m["trainable_blocks"]
     blocks = list(clf.model.backbone.blocks)[:first_trainable]
-    linear = sum(mod.weight.numel() for b in blocks for mod in b.modules()
-                 if isinstance(mod, torch.nn.Linear))
-    mean_context = sum(t * (t + 1) / 2 for t in lengths) / sum(lengths)
-    attention = first_trainable * 4 * cfg.n_heads * cfg.head_dim * mean_context
+    flop = forward_flop(lengths, linear_weights(blocks), first_trainable, cfg.n_heads,
+                        cfg.head_dim)
     seconds = m["times"]["trunk_cache_s"]
     return {"max_length": n, "truncated": truncated, "tokens": real, "seconds": seconds,
             "tokens_s": real / seconds if seconds else float("nan"),
-            "flop_token": 2 * linear + attention, "trunk_blocks": first_trainable,
+            "flop_token": flop / real, "trunk_blocks": first_trainable,
             "padding": 1 - real / padded, "padding_file_order": 1 - real / in_order,
             "precision": m["trunk_precision"], "blocks": blocks}
-
-
-def gemm_rates(blocks: list[torch.nn.Module], repeats: int) -> dict[str, float]:
-    """GFLOP/s of torch.matmul at one trunk block's Linear shapes, fp32 and bf16."""
-    shapes = sorted({tuple(mod.weight.shape) for mod in blocks[0].modules()
-                     if isinstance(mod, torch.nn.Linear)}) if blocks else [(576, 576)]
-    rates = {}
-    for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
-        flop = seconds = 0.0
-        for out_f, in_f in shapes:
-            a = torch.randn(GEMM_ROWS, in_f, dtype=dtype)
-            w = torch.randn(in_f, out_f, dtype=dtype)
-            torch.matmul(a, w)  # warm-up
-            best = math.inf
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                torch.matmul(a, w)
-                best = min(best, time.perf_counter() - t0)
-            flop += 2 * GEMM_ROWS * in_f * out_f
-            seconds += best
-        rates[name] = flop / seconds / 1e9
-    return rates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate",
                    help="train with --long-text chunk: long texts become windows (trunc is "
                    "then the share of training texts cut into windows)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                   help="train with this --precision (the frozen trunk's compute dtype; "
+                   "default auto)")
     p.add_argument("--gemm-repeats", type=int, default=5)
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     args = p.parse_args(argv)
@@ -194,34 +183,36 @@ def main(argv: list[str] | None = None) -> int:
     files = {s: str(write_split(root / f"long-{s}.csv", long_documents(k, seed)))
              for seed, (s, k) in enumerate(counts.items(), start=1)}
     runs = {"long": train_run(root / "long", model, args.weights, args.epochs, args.long_text,
-                              **files)}
+                              args.precision, **files)}
     if not args.no_sms:
         runs["sms"] = train_run(root / "sms", model, args.weights, args.epochs, args.long_text,
-                                data=str(SMS))
+                                args.precision, data=str(SMS))
     figures = {name: trunk_figures(run) for name, run in runs.items()}
-    gemm = gemm_rates(figures["long"]["blocks"], args.gemm_repeats)
+    blocks = figures["long"]["blocks"]
+    gemm = gemm_rates(linear_shapes(blocks) or [(576, 576)], args.gemm_repeats)
     print_table(model, args.weights, runs, figures, gemm)
     return 0
 
 
 def print_table(model: str, weights: str, runs: dict, figures: dict, gemm: dict) -> None:
     print(f"\n{model} ({weights} weights), {torch.get_num_threads()} threads; "
-          f"GEMM at the trunk's shapes ({GEMM_ROWS} rows): fp32 {gemm['fp32']:.1f} GFLOP/s, "
-          f"bf16 {gemm['bf16']:.1f} GFLOP/s")
+          f"GEMM at the trunk's shapes ({GEMM_ROWS} rows): {gemm_line(gemm)}")
     head = ("texts", "max_len", "trunc", "trunk_s", "tokens", "tok/s", "FLOP/tok", "GFLOP/s",
-            "of GEMM", "pad", "pad unsorted", "run_s")
+            "of GEMM", "of best", "pad", "pad unsorted", "run_s")
     print(f"{'':6}" + "".join(f"{h:>13}" for h in head))
     for name, f in figures.items():
         m = runs[name]["metrics"]
         rate = f["flop_token"] * f["tokens_s"] / 1e9
         cells = (sum(m["examples"].values()), f["max_length"], f"{f['truncated']:.1%}",
                  f"{f['seconds']:.1f}", f"{f['tokens']:,.0f}", f"{f['tokens_s']:,.0f}",
-                 f"{f['flop_token']:.3g}", f"{rate:.1f}",
-                 f"{rate / gemm[f['precision']]:.0%} {f['precision']}", f"{f['padding']:.2%}",
-                 f"{f['padding_file_order']:.1%}", f"{runs[name]['seconds']:.0f}")
+                 f"{f['flop_token']:.3g}", f"{rate:.1f}", *shares(rate, f["precision"], gemm),
+                 f"{f['padding']:.2%}", f"{f['padding_file_order']:.1%}",
+                 f"{runs[name]['seconds']:.0f}")
         print(f"{name:6}" + "".join(f"{c:>13}" for c in cells))
     print("(trunk: the frozen blocks below the trainable ones, "
-          f"{figures['long']['trunk_blocks']} here; timings are noisy wall-clock)")
+          f"{figures['long']['trunk_blocks']} here, computed in "
+          f"{figures['long']['precision']}; 'of best': against the fastest GEMM of the "
+          f"machine, {best_precision(gemm)}; timings are noisy wall-clock)")
 
 
 if __name__ == "__main__":

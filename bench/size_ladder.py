@@ -8,6 +8,11 @@ regression on the same split.
 
     .venv/bin/python bench/size_ladder.py                         # every offline backbone
     .venv/bin/python bench/size_ladder.py --models gemma3-270m-q4km --seeds 123
+    .venv/bin/python bench/size_ladder.py --models qwen2.5-coder-1.5b-instruct-q4 --seeds 123 \
+        --precision int8                                         # a 1.5B backbone, int8 trunk
+
+--precision is passed to every run (default auto, the runs' own default); the table records
+the precision asked for and the one the frozen trunk computed in (metrics.json).
 
 Target (issue 13): the best backbone makes <= 3 errors of 300 at every seed.
 Needs scikit-learn (the dev extra) for the baseline.
@@ -32,16 +37,18 @@ BOOK = [("gpt2-small (124M)", 95.00), ("gpt2-medium (355M)", 84.67),
 TARGET_ERRORS = 3
 
 
-def one_run(model: str, seed: int, data: str, out: Path, trunk_cache: Path) -> dict:
+def one_run(model: str, seed: int, data: str, out: Path, trunk_cache: Path,
+            precision: str = "auto") -> dict:
     """Child process: train one backbone at one seed; its metrics plus its own peak RSS."""
     from gptcls.recipes import options_with_recipe
     from gptcls.training.pipeline import run_training
 
-    opts = options_with_recipe(out, model, data=data, seed=seed,
+    opts = options_with_recipe(out, model, data=data, seed=seed, precision=precision,
                                trunk_cache_dir=str(trunk_cache))
     m = run_training(opts)
     n_test = m["examples"]["test"]
-    return {"model": model, "seed": seed, "test_accuracy": m["test_accuracy"],
+    return {"model": model, "seed": seed, "precision": precision,
+            "trunk_precision": m["trunk_precision"], "test_accuracy": m["test_accuracy"],
             "errors": round((1 - m["test_accuracy"]) * n_test), "n_test": n_test,
             "validation_accuracy": m["validation_accuracy"],
             "trunk_s": m["times"]["trunk_cache_s"], "train_s": m["times"]["train_s"],
@@ -70,19 +77,22 @@ def tfidf(run_dir: Path) -> int:
     return sum(p != e.label for p, e in zip(pred, test, strict=True))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated presets (default: every offline one)")
     ap.add_argument("--seeds", default="123,1,2,3")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                    help="every run's --precision (default auto); int8: the frozen trunk's "
+                    "Linear layers in int8 (CPU)")
     ap.add_argument("--out", help="keep run directories here (default: a temporary folder)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # model seed result.json
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="gptcls-ladder-"))
     if args.child:
         model, seed, result = args.child
         r = one_run(model, int(seed), args.data, root / f"{model}-seed{seed}",
-                    root / "trunk-cache")
+                    root / "trunk-cache", args.precision)
         Path(result).write_text(json.dumps(r))
         return
     models = args.models.split(",") if args.models else offline_presets()
@@ -91,23 +101,27 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             result = root / f"{model}-seed{seed}.json"
             subprocess.run([sys.executable, __file__, "--data", args.data, "--out", str(root),
-                            "--child", model, str(seed), str(result)], check=True)
+                            "--precision", args.precision, "--child", model, str(seed),
+                            str(result)], check=True)
             rows.append(json.loads(result.read_text()))
     print_table(rows, tfidf(root / f"{models[0]}-seed{rows[0]['seed']}"))
 
 
 def print_table(rows: list[dict], tfidf_errors: int) -> None:
-    print("\n| backbone | seed | test acc | errors / 300 | val acc | trunk s | train s | "
-          "total s | peak RSS MB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| backbone | seed | precision (trunk) | test acc | errors / 300 | val acc | trunk s "
+          "| train s | total s | peak RSS MB |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['model']} | {r['seed']} | {r['test_accuracy'] * 100:.2f}% | {r['errors']} "
+        precision = f"{r.get('precision', 'auto')} ({r.get('trunk_precision', '?')})"
+        print(f"| {r['model']} | {r['seed']} | {precision} | {r['test_accuracy'] * 100:.2f}% "
+              f"| {r['errors']} "
               f"| {r['validation_accuracy'] * 100:.2f}% | {r['trunk_s']:.0f} | "
               f"{r['train_s']:.0f} | {r['total_s']:.0f} | {r['peak_rss_mb']:.0f} |")
-    print(f"| TF-IDF char 2-5 + LR (C on validation) | - | {(300 - tfidf_errors) / 3:.2f}% | "
-          f"{tfidf_errors} | | | | | |")
+    print(f"| TF-IDF char 2-5 + LR (C on validation) | - | - | {(300 - tfidf_errors) / 3:.2f}% "
+          f"| {tfidf_errors} | | | | | |")
     for name, acc in BOOK:
-        print(f"| book: {name}, last block | - | {acc:.2f}% | {round(300 - acc * 3)} | | | | | |")
+        print(f"| book: {name}, last block | - | - | {acc:.2f}% | {round(300 - acc * 3)} "
+              "| | | | | |")
     by_model: dict[str, list[int]] = {}
     for r in rows:
         by_model.setdefault(r["model"], []).append(r["errors"])

@@ -4,32 +4,40 @@ Setup, once (installs llms-from-scratch --no-deps, pandas, psutil, transformers 
 
     bash bench/setup.sh
 
-Run (all three contenders, 5 epochs: about 45 minutes on 2 CPU cores):
+Run (every contender, 5 epochs: about 45 minutes on 2 CPU cores, nearly all of it the book's
+code and transformers'):
 
     .venv/bin/python bench/train_speed.py
     .venv/bin/python bench/train_speed.py --quick --limit 80       # a check in a few minutes
+    .venv/bin/python bench/train_speed.py --quick --limit 80 --contenders gptcls-fp32,gptcls-int8
 
 Contenders, one after another, each in its own subprocess (`--only NAME --json FILE`, run by
 this script) so that peak memory is per contender:
 
   gptcls  gptcls.training.pipeline.run_training with the gpt2-small preset and its chapter
-  recipe, every
-          default on: the frozen trunk runs once per distinct text, in bf16 where the CPU has
-          native bf16 (precision "auto"; metrics.json says which).
+          recipe, every default on: the frozen trunk runs once per distinct text, in bf16
+          where the CPU has native bf16 measured faster than fp32 (precision "auto";
+          metrics.json says which).
   gptcls-fp32  the same with precision "fp32": the exact path.
+  gptcls-int8  the same with precision "int8" (CPU): the frozen trunk's Linear layers in
+          dynamic int8 (classifier/int8.py), the trainable block in fp32.
   book    the book's own code (pip package llms-from-scratch): ch04 GPTModel, ch06 SpamDataset,
           DataLoaders, train_classifier_simple and calc_accuracy_loader, as the chapter uses them.
   hf      transformers' GPT2ForSequenceClassification in a plain PyTorch loop, batches padded
           to their longest text (attention_mask).
 
-All three: gpt2-small shape with RANDOM weights (timing does not depend on the values), last
+All: gpt2-small shape with RANDOM weights (timing does not depend on the values), last
 block + final norm + a new 2-class head trainable, AdamW lr 5e-5 weight decay 0.1, batch 8,
 5 epochs (--quick: 1), a loss evaluation every 50 steps on 5 batches, accuracy on 5 batches
 after each epoch, then accuracy on the full train/validation/test sets. The splits (balanced,
 70/10/20, seed 123) are written once with gptcls.data.sms into WORKDIR/splits (and, in the
 chapter's Label/Text format, WORKDIR/book); every contender trains on exactly those examples.
 All use tiktoken's GPT-2 encoding as gptcls builds it offline (tiktoken.get_encoding("gpt2")
-would download its files). Results: a markdown table on stdout and WORKDIR/results.json.
+would download its files). Results: markdown tables on stdout and in WORKDIR/results.md,
+everything in WORKDIR/results.json. The speed-up table gives, for each gptcls contender that
+ran, the book's total time and training time over its own (target: >= 40x in total, issue 16)
+and transformers' (>= 4x), with its test accuracy; a baseline that did not run is named with
+the reason.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ from _common import (  # noqa: E402
     hf_model,
     pad_collate,
 )
+from train_report import TITLES, ratio_table, results_table  # noqa: E402
 
 from gptcls.data import examples as gexamples  # noqa: E402
 from gptcls.data import partition  # noqa: E402
@@ -66,11 +75,7 @@ from gptcls.models.tokenizers.gpt2 import gpt2_tokenizer  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 SPLITS = gexamples.SPLIT_NAMES  # ("train", "validation", "test")
-CONTENDERS = ("gptcls", "gptcls-fp32", "book", "hf")
-TITLES = {"gptcls": "gptcls (defaults)", "gptcls-fp32": "gptcls --precision fp32",
-          "book": "book code (llms_from_scratch ch04/ch06)",
-          "hf": "transformers GPT2ForSequenceClassification"}
-TARGETS = {"book": 20.0, "hf": 4.0}  # minimum speed-up of gptcls, end-to-end wall time
+CONTENDERS = ("gptcls", "gptcls-fp32", "gptcls-int8", "book", "hf")
 BATCH, LR, WEIGHT_DECAY, EVAL_FREQ, EVAL_ITER = 8, 5e-5, 0.1, 50, 5
 
 
@@ -330,7 +335,8 @@ def hf_train(model: torch.nn.Module, loaders: dict, optimizer: torch.optim.Optim
 
 
 RUNNERS = {"gptcls": run_gptcls, "gptcls-fp32": lambda a, w: run_gptcls(a, w, "fp32"),
-           "book": run_book, "hf": run_hf}
+           "gptcls-int8": lambda a, w: run_gptcls(a, w, "int8"), "book": run_book,
+           "hf": run_hf}
 
 
 def peak_rss_mb() -> dict[str, float]:
@@ -349,7 +355,11 @@ def peak_rss_mb() -> dict[str, float]:
 def run_child(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = RUNNERS[args.only](args, args.workdir)
+    try:
+        result = RUNNERS[args.only](args, args.workdir)
+    except ModuleNotFoundError as exc:  # the parent's table says which, not only "exit 1"
+        args.json.write_text(json.dumps({"error": f"no module {exc.name!r}"}) + "\n")
+        raise
     result.update(peak_rss_mb(), process_s=time.perf_counter() - PROCESS_START,
                   threads=torch.get_num_threads(), device=str(device()), epochs=args.epochs)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -367,43 +377,12 @@ def run_contender(name: str, args: argparse.Namespace, work: Path) -> dict:
     t0 = time.perf_counter()
     rc = subprocess.run(cmd).returncode
     if rc != 0 or not out.is_file():
-        return {"error": f"exit status {rc}"}
+        return {"error": json.loads(out.read_text())["error"] if out.is_file()
+                else f"exit status {rc}"}
     return {**json.loads(out.read_text()), "wall_s": time.perf_counter() - t0}
 
 
 # --------------------------------------------------------------------------- report
-
-
-def results_table(results: dict[str, dict]) -> list[str]:
-    rows = ["| contender | setup s | train s | final eval s | save s | total s | peak RSS MB "
-            "| train acc | val acc | test acc |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, r in results.items():
-        if "error" in r:
-            rows.append(f"| {TITLES[name]} | failed: {r['error']} |" + " |" * 8)
-            continue
-        save = f"{r['save_s']:.1f}" if "save_s" in r else "-"
-        acc = " | ".join(f"{r['accuracy'][n] * 100:.2f}%" for n in SPLITS)
-        rows.append(f"| {TITLES[name]} | {r['setup_s']:.1f} | {r['train_s']:.1f} "
-                    f"| {r['eval_s']:.1f} | {save} | {r['total_s']:.1f} | {r['peak_rss_mb']:.0f} "
-                    f"| {acc} |")
-    return rows
-
-
-def ratio_table(results: dict[str, dict]) -> list[str]:
-    rows = ["| speed-up | total time | training time | target (total) | met |",
-            "|---|---:|---:|---:|---|"]
-    for ours in ("gptcls", "gptcls-fp32"):
-        base = results.get(ours, {})
-        for name in ("book", "hf"):
-            r = results.get(name, {})
-            if "total_s" not in r or "total_s" not in base:
-                continue
-            total, train = r["total_s"] / base["total_s"], r["train_s"] / base["train_s"]
-            target = TARGETS[name]
-            rows.append(f"| {TITLES[name]} / {TITLES[ours]} | {total:.1f}x | {train:.1f}x "
-                        f"| >= {target:g}x | {'yes' if total >= target else 'NO'} |")
-    return rows
 
 
 def report(results: dict[str, dict], info: dict, args: argparse.Namespace) -> str:
