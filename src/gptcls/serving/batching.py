@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -88,6 +90,9 @@ class MicroBatcher:
         self._closed = False
         self.batches = 0  # model calls so far
         self.batch_sizes: list[int] = []  # texts per model call (the tests read it)
+        # Where the model's time goes (GET /v1/stats, bench/load_test.py): seconds inside
+        # predict_ids, and the token positions it ran (padded: count x longest per batch).
+        self.busy_s, self.real_tokens, self.padded_tokens = 0.0, 0, 0
 
     async def submit(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """(len(ids), num_classes) probabilities for these token-id sequences, in order."""
@@ -154,12 +159,26 @@ class MicroBatcher:
             self._pending = [e for i, e in enumerate(self._pending) if i not in chosen]
             return batch
 
+    def stats(self) -> dict[str, Any]:
+        """Model calls so far: how many, texts per call (a histogram), seconds the model
+        thread spent predicting, and real vs padded token positions."""
+        sizes = list(self.batch_sizes)  # the model thread appends meanwhile
+        return {"batches": len(sizes), "texts": sum(sizes),
+                "batch_sizes": {str(k): v for k, v in sorted(Counter(sizes).items())},
+                "busy_s": round(self.busy_s, 4), "real_tokens": self.real_tokens,
+                "padded_tokens": self.padded_tokens}
+
     def _run(self, batch: list[_Entry]) -> None:
+        t0 = time.perf_counter()
         try:
             probs = self.predict_ids([e.ids for e in batch])
         except Exception:  # noqa: BLE001 - find the request that broke the batch
             self._run_alone(batch)
             return
+        lengths = [len(e.ids) for e in batch]
+        self.busy_s += time.perf_counter() - t0
+        self.real_tokens += sum(lengths)
+        self.padded_tokens += len(lengths) * max(lengths)
         self.batches += 1
         self.batch_sizes.append(len(batch))
         for entry, p in zip(batch, probs, strict=True):
