@@ -44,3 +44,14 @@ def tiny_test_texts(tiny_run) -> list[str]:
 
     with (tiny_run / "test.csv").open(newline="") as fh:
         return [row["text"] for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and two threads on a shared CPU mostly spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

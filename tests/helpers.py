@@ -4,8 +4,10 @@ weights, transformers' greedy loop, and the book's GPTModel re-implemented at ti
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -190,3 +192,30 @@ def uvicorn_server(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+BENCH = TESTS.parent / "bench"
+
+
+@contextlib.contextmanager
+def bench_modules(*names: str) -> Iterator[tuple]:
+    """bench/'s scripts, imported as bench/ imports its siblings (by plain name, bench/ on
+    sys.path); afterwards bench/ leaves sys.path and every module loaded from it leaves
+    sys.modules, so that the next test file imports its own (several scripts share `common`)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield tuple(importlib.import_module(n) for n in names)
+    finally:
+        sys.path.remove(str(BENCH))
+        for name, module in list(sys.modules.items()):
+            if str(getattr(module, "__file__", None) or "").startswith(str(BENCH)):
+                del sys.modules[name]
+
+
+# The scikit-learn estimator's tests: a tiny random model and a toy spam/ham set it can learn.
+ESTIMATOR_TINY = {"model": "gpt2-tiny", "weights": "random", "epochs": 1, "lr": 1e-3,
+                  "device": "cpu", "precision": "fp32"}
+TOY_SPAM = [f"WIN a free prize number {i}, call now" for i in range(12)]
+TOY_HAM = [f"see you at {i} for lunch with the team" for i in range(12)]
+TOY_TEXTS = TOY_SPAM + TOY_HAM
+TOY_LABELS = ["spam"] * 12 + ["ham"] * 12

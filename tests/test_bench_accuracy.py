@@ -2,26 +2,19 @@
 read from a run directory's split files; no gptcls training."""
 
 import csv
-import importlib
 import random
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import bench_modules
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 pytest.importorskip("sklearn")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("accuracy"), importlib.import_module("common")
-    finally:
-        sys.path.remove(str(BENCH))
-        for name in ("accuracy", "common"):
-            sys.modules.pop(name, None)
+    with bench_modules("accuracy", "common") as modules:
+        yield modules
 
 
 def write_split_dir(root: Path) -> Path:

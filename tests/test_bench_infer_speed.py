@@ -1,24 +1,14 @@
 """bench/infer_speed.py's options and its GEMM-limit table (made-up results; nothing runs)."""
 
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-MODULES = ("infer_speed", "roofline", "_common")
+from helpers import bench_modules
 
 
 @pytest.fixture(scope="module")
 def infer_speed():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("infer_speed")
-    finally:
-        sys.path.remove(str(BENCH))
-        for name in MODULES:
-            sys.modules.pop(name, None)
+    with bench_modules("infer_speed") as (module,):
+        yield module
 
 
 def limit(precision: str, limit_msg_s: float) -> dict:

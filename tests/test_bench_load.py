@@ -3,28 +3,19 @@ side of a load level (texts per model call, padding, CPU), and the table it prin
 
 import argparse
 import asyncio
-import importlib
 import os
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import uvicorn_server
+from helpers import bench_modules, uvicorn_server
 
 from gptcls.serving.server import create_app
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("load_test")
-    finally:
-        sys.path.remove(str(BENCH))
-        sys.modules.pop("load_test", None)
+    with bench_modules("load_test") as (module,):
+        yield module
 
 
 @pytest.fixture(scope="module")

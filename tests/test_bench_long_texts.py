@@ -1,26 +1,17 @@
 """bench/long_texts.py: --precision reaches training, and the table gives the trunk's rate as a
 share of its own precision's GEMM rate and of the machine's best (made-up figures)."""
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-MODULES = ("long_texts", "roofline")
+from helpers import bench_modules
 
 
 @pytest.fixture(scope="module")
 def long_texts():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("long_texts")
-    finally:
-        sys.path.remove(str(BENCH))
-        for name in MODULES:
-            sys.modules.pop(name, None)
+    with bench_modules("long_texts") as (module,):
+        yield module
 
 
 def test_train_run_passes_precision_and_long_text(long_texts, monkeypatch, tmp_path):

@@ -2,26 +2,17 @@
 target check on small data, no gptcls training."""
 
 import csv
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import bench_modules
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 pytest.importorskip("sklearn")
 
 
 @pytest.fixture(scope="module")
 def harness():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield (importlib.import_module("quality"), importlib.import_module("quality_report"),
-               importlib.import_module("common"))
-    finally:
-        sys.path.remove(str(BENCH))
-        for name in ("quality", "quality_report", "common"):
-            sys.modules.pop(name, None)
+    with bench_modules("quality", "quality_report", "common") as modules:
+        yield modules
 
 
 def test_sms_chapter_split_is_the_chapters(harness, tmp_path):

@@ -1,26 +1,17 @@
 """bench/roofline.py: the FLOP count shared by bench/long_texts.py and bench/infer_speed.py,
 the GEMM-limit figures and their formatting. No timing is asserted."""
 
-import importlib
 import math
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import tiny_classifier
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from helpers import bench_modules, tiny_classifier
 
 
 @pytest.fixture(scope="module")
 def roofline():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("roofline")
-    finally:
-        sys.path.remove(str(BENCH))
-        sys.modules.pop("roofline", None)
+    with bench_modules("roofline") as (module,):
+        yield module
 
 
 def test_forward_flop_counts_weights_per_token_and_causal_pairs(roofline):

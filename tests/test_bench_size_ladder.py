@@ -1,25 +1,15 @@
 """bench/size_ladder.py: --precision reaches every run and the table records it (nothing
 trains: the run itself is replaced)."""
 
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-MODULES = ("size_ladder", "common")
+from helpers import bench_modules
 
 
 @pytest.fixture(scope="module")
 def ladder():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("size_ladder")
-    finally:
-        sys.path.remove(str(BENCH))
-        for name in MODULES:
-            sys.modules.pop(name, None)
+    with bench_modules("size_ladder") as (module,):
+        yield module
 
 
 def test_child_passes_precision(ladder, monkeypatch, tmp_path):

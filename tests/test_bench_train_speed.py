@@ -2,25 +2,15 @@
 the book's and transformers' times over each gptcls contender, the 40x target, and why a
 baseline has no ratio. Results are made up here; nothing trains."""
 
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-MODULES = ("train_speed", "train_report", "_common")
+from helpers import bench_modules
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("train_speed"), importlib.import_module("train_report")
-    finally:
-        sys.path.remove(str(BENCH))
-        for name in MODULES:
-            sys.modules.pop(name, None)
+    with bench_modules("train_speed", "train_report") as modules:
+        yield modules
 
 
 def result(total: float, train: float, test: float = 0.9, trunk: str | None = None) -> dict:

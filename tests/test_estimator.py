@@ -8,9 +8,11 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 sklearn = pytest.importorskip("sklearn", reason="GPTClassifier needs scikit-learn (dev extra)")
+from helpers import ESTIMATOR_TINY as TINY  # noqa: E402
+from helpers import TOY_LABELS as LABELS  # noqa: E402
+from helpers import TOY_TEXTS as TEXTS  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
@@ -28,21 +30,8 @@ from gptcls.estimator import (  # noqa: E402
 )
 from gptcls.options import OPTIONS  # noqa: E402
 
-TINY = {"model": "gpt2-tiny", "weights": "random", "epochs": 1, "lr": 1e-3, "device": "cpu",
-        "precision": "fp32"}
-SPAM = [f"WIN a free prize number {i}, call now" for i in range(12)]
-HAM = [f"see you at {i} for lunch with the team" for i in range(12)]
-TEXTS = SPAM + HAM
-LABELS = ["spam"] * 12 + ["ham"] * 12
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and two threads on a shared CPU mostly spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("sklearn", reason="GPTClassifier needs scikit-learn (dev extra)")
+from helpers import ESTIMATOR_TINY as TINY  # noqa: E402
+from helpers import TOY_HAM as HAM  # noqa: E402
+from helpers import TOY_LABELS as LABELS  # noqa: E402
+from helpers import TOY_SPAM as SPAM  # noqa: E402
+from helpers import TOY_TEXTS as TEXTS  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 
 from gptcls import GPTClassifier  # noqa: E402
@@ -16,23 +20,11 @@ from gptcls.estimator import EstimatorError, label_indices  # noqa: E402
 from gptcls.evaluation.calibration import calibrate  # noqa: E402
 from gptcls.training.in_memory import holdout  # noqa: E402
 
-TINY = {"model": "gpt2-tiny", "weights": "random", "epochs": 1, "lr": 1e-3, "device": "cpu",
-        "precision": "fp32"}
-SPAM = [f"WIN a free prize number {i}, call now" for i in range(12)]
-HAM = [f"see you at {i} for lunch with the team" for i in range(12)]
-TEXTS = SPAM + HAM
-LABELS = ["spam"] * 12 + ["ham"] * 12
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # 18 ham, 6 spam: a source prior of 0.75 / 0.25.
 SKEWED_TEXTS = SPAM[:6] + HAM + [f"the meeting moved to room {i}" for i in range(6)]
 SKEWED = ["spam"] * 6 + ["ham"] * 18
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def agrees(est: GPTClassifier, texts: list[str]) -> None:

@@ -9,22 +9,14 @@ import pytest
 import torch
 
 pytest.importorskip("sklearn", reason="GPTClassifier needs scikit-learn (dev extra)")
+from helpers import ESTIMATOR_TINY as TINY  # noqa: E402
+from helpers import TOY_LABELS as LABELS  # noqa: E402
+from helpers import TOY_TEXTS as TEXTS  # noqa: E402
+
 from gptcls import GPTClassifier  # noqa: E402
 
-TINY = {"model": "gpt2-tiny", "weights": "random", "epochs": 1, "lr": 1e-3, "device": "cpu",
-        "precision": "fp32"}
-SPAM = [f"WIN a free prize number {i}, call now" for i in range(12)]
-HAM = [f"see you at {i} for lunch with the team" for i in range(12)]
-TEXTS = SPAM + HAM
-LABELS = ["spam"] * 12 + ["ham"] * 12
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def flipping_threshold(p1: np.ndarray) -> float:
