@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--contenders", default=",".join(CONTENDERS),
                    help=f"comma-separated subset of {','.join(CONTENDERS)}")
     p.add_argument("--run", type=Path, default=None,
-                   help="a trained gptcls gpt2-small run directory (instead of random weights)")
+                   help="a trained gptcls run directory (any backbone; instead of random weights)")
     p.add_argument("--model", default="gpt2-small",
                    help="backbone of the gptcls, gptcls-bf16 and gptcls-int8 rows (default "
                    "gpt2-small, random weights; other presets: pretrained, untrained head; "
@@ -416,8 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     examples = gdata.read_sms_file(args.data)[: args.limit]
     texts = [ex.text for ex in examples]
     truth = None
-    if args.run:
-        labels = json.loads((args.run / "config.json").read_text())["labels"]
+    if args.run:  # the run's backbone names the rows, not --model
+        config = json.loads((args.run / "config.json").read_text())
+        labels, args.model = config["labels"], config["backbone"]["model"]
         truth = np.array([labels.index(ex.label) for ex in examples])
     results, max_length = run_all(args, texts)
     print(report(results, len(texts), max_length, truth, args.model))

@@ -16,13 +16,15 @@ from torch import nn
 
 from gptcls.classifier.classifier import Classifier
 from gptcls.classifier.encoding import pad_batch
-from gptcls.classifier.int8 import int8_copy, int8_trunk, quantize_linear_int8
+from gptcls.classifier.int8 import fused_copy, int8_copy, int8_trunk, quantize_linear_int8
 from gptcls.classifier.model import ClassifierModel
 from gptcls.cli.main import main
 from gptcls.device import autocast, effective_precision, resolve_precision
 from gptcls.errors import GptclsError
 from gptcls.models import build_backbone, preset_config
 from gptcls.models.base import ModelConfig
+from gptcls.models.layers import fuse_linears
+from gptcls.models.lora import LoRALinear
 from gptcls.training.trunk_cache import build_store, trunk_fingerprint
 
 # max |int8 - fp32| logit difference / fp32 logits' std (measured: <= 0.061, Gemma 3)
@@ -68,13 +70,43 @@ def test_int8_logits_are_close_to_fp32_and_the_fp32_model_is_untouched(name: str
     assert (got - ref).abs().max() <= REL_TOL * ref.std()
     assert not torch.equal(got, ref)  # the int8 kernels did run
     quantized = [m for m in twin.backbone.blocks.modules() if type(m).__name__ == "Int8Linear"]
-    assert len(quantized) == 4 * 2 + (3 if name != "gpt2-tiny" else 2) * 2  # attn + mlp
+    assert len(quantized) == 4 * 2  # per block: q/k/v fused, proj, two MLP layers (gate/up fused)
     assert type(twin.head) is nn.Linear and twin.head.weight is model.head.weight
     assert twin.backbone.tok_emb.weight is model.backbone.tok_emb.weight
     assert all(type(m) is not nn.Linear or m.weight.dtype == torch.float32
                for m in model.modules())
     assert not any(type(m).__name__ == "Int8Linear" for m in model.modules())
     torch.testing.assert_close(logits(model, ids), ref, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny", "qwen3", "gemma3"])
+def test_fused_blocks_compute_what_the_separate_layers_do(name: str) -> None:
+    model = model_for(name)  # the last block queries one position (the shortcut)
+    ids, _ = synthetic(24)
+    ref = logits(model, ids)
+    fused = [fused_copy(b) for b in model.backbone.blocks]
+    assert all(b.attn.qkv is not None and b.attn.q is None for b in fused)
+    model.backbone.blocks = nn.ModuleList(fused)
+    torch.testing.assert_close(logits(model, ids), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "gemma3"])
+def test_fusing_before_int8_changes_no_result(name: str) -> None:
+    # q, k and v (gate and up) see one input, so its per-tensor int8 scale is the same fused
+    # or not, and the weights' scales are per output channel: the same integers either way.
+    block = model_for(name).backbone.blocks[0]
+    x = torch.randn(3, 7, block.attn.q.in_features)
+    with torch.inference_mode():
+        separate = quantize_linear_int8(block)(x)
+        fused = quantize_linear_int8(fused_copy(block))(x)
+    torch.testing.assert_close(fused, separate, atol=1e-5, rtol=1e-5)
+
+
+def test_only_plain_linears_are_fused() -> None:
+    q, k = nn.Linear(8, 8), nn.Linear(8, 4)
+    assert fuse_linears(q, k).weight.shape == (12, 8)
+    assert fuse_linears(LoRALinear(q, 2, 4.0), k) is None  # the adapter stays its own layer
+    assert fuse_linears(q, nn.Linear(8, 4, bias=False)) is None
 
 
 def test_int8_copy_of_the_trunk_quantizes_only_the_frozen_blocks() -> None:

@@ -126,3 +126,20 @@ def test_old_model_config_json_loads_with_the_new_fields_defaulted():
     assert (c.head_dim, c.sliding_window, c.rope_scaling, c.qk_norm) == (4, 0, None, False)
     assert ModelConfig.from_dict(c.to_dict()) == c
     assert build_backbone(c).blocks[0].attn.head_dim == 4
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_padded_batches_skip_the_padding_and_give_each_text_its_own_result(name):
+    from gptcls.models.layers import real_rows
+
+    model = tiny(name)
+    lengths = torch.tensor([12, 5, 2])  # 53% padding: the per-token work runs on 19 rows
+    assert real_rows(lengths, 12).tolist() == [*range(12), 12, 13, 14, 15, 16, 24, 25]
+    assert real_rows(torch.tensor([12, 12, 11]), 12) is None  # 3% padding: not worth a gather
+    idx = torch.randint(0, 200, (3, 12))
+    with torch.no_grad():
+        h = model.run_blocks(model.embed(idx), lengths=lengths)  # (B, T, C)
+        for b, n in enumerate(lengths.tolist()):
+            alone = model.run_blocks(model.embed(idx[b:b + 1, :n]), lengths=lengths[b:b + 1])
+            torch.testing.assert_close(h[b, :n], alone[0], atol=1e-5, rtol=1e-5)
+        assert torch.isfinite(h).all()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptcls.models.layers import RMSNorm
+from gptcls.models.layers import RMSNorm, fuse_linears, per_token
 from gptcls.models.rope import RoPE
 
 # scaled_dot_product_attention takes enable_gqa from torch 2.5 on.
@@ -41,20 +41,19 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps else None
         self.k_norm = RMSNorm(head_dim, qk_norm_eps) if qk_norm_eps else None
         self.drop_rate = drop_rate
+        self.qkv: nn.Module | None = None  # q, k and v as one layer (`fuse`)
 
     def forward(self, x: torch.Tensor, rope: RoPE | None = None,
                 query_pos: torch.Tensor | None = None,
-                lengths: torch.Tensor | None = None) -> torch.Tensor:
+                lengths: torch.Tensor | None = None,
+                real: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T, C). With query_pos (B,), only those positions are queried: (B, 1, C) out.
         lengths (B,): real tokens per row; only a non-causal layer needs them (to hide the
-        right padding, which a causal one never sees from real tokens)."""
+        right padding, which a causal one never sees from real tokens). real (`real_rows`):
+        project those rows only (the padding's keys and values are then 0, never attended)."""
         B, T, _ = x.shape
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
-        k = self.k(x).view(B, T, KV, D)
-        v = self.v(x).view(B, T, KV, D).transpose(1, 2)  # (B, KV, T, D)
-        if query_pos is not None:
-            x = x[torch.arange(B, device=x.device), query_pos].unsqueeze(1)  # (B, 1, C)
-        q = self.q(x).view(B, x.shape[1], H, D)
+        q, k, v = self.project(x, query_pos, real)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, Tq, D), (B, KV, T, D)
@@ -70,7 +69,33 @@ class Attention(nn.Module):
         drop = self.drop_rate if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                              dropout_p=drop, scale=self.scale, **extra)
-        return self.proj(out.transpose(1, 2).reshape(B, q.shape[2], H * D))
+        out = out.transpose(1, 2).reshape(B, q.shape[2], H * D)
+        return per_token(self.proj, out, real if query_pos is None else None)
+
+    def project(self, x: torch.Tensor, query_pos: torch.Tensor | None,
+                real: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, Tq, H, D), k (B, T, KV, D), v (B, KV, T, D) of x (B, T, C)."""
+        B, T, _ = x.shape
+        H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
+        rows = None if query_pos is None else (torch.arange(B, device=x.device), query_pos)
+        if self.qkv is not None:  # one product; the query shortcut then keeps one row of q
+            q, k, v = per_token(self.qkv, x, real).split([H * D, KV * D, KV * D], -1)
+            q = q if rows is None else q[rows].unsqueeze(1)  # (B, Tq, H * D)
+            return (q.reshape(B, q.shape[1], H, D), k.reshape(B, T, KV, D),
+                    v.reshape(B, T, KV, D).transpose(1, 2))
+        k = per_token(self.k, x, real).view(B, T, KV, D)
+        v = per_token(self.v, x, real).view(B, T, KV, D).transpose(1, 2)
+        if rows is not None:
+            return self.q(x[rows].unsqueeze(1)).view(B, 1, H, D), k, v  # (B, 1, C) queried
+        return per_token(self.q, x, real).view(B, T, H, D), k, v
+
+    def fuse(self) -> None:
+        """Compute q, k and v with one layer (same results; for inference copies only: the
+        query shortcut then projects every position's query, a few % of the last block)."""
+        self.qkv = fuse_linears(self.q, self.k, self.v)
+        if self.qkv is not None:
+            self.q = self.k = self.v = None
 
     def mask(self, T: int, query_pos: torch.Tensor | None, lengths: torch.Tensor | None,
              device: torch.device) -> tuple[torch.Tensor | None, bool]:

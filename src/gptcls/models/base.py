@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from gptcls.errors import GptclsError
+from gptcls.models.layers import real_rows
 from gptcls.models.rope import RoPE
 
 
@@ -101,9 +102,10 @@ class Backbone(nn.Module):
         """Blocks [start, stop) on (B, T, C). query_pos (B,) makes the last one query only there;
         lengths (B,) hide right padding from non-causal attention."""
         layers = range(len(self.blocks))[start:stop]
+        real = real_rows(lengths, x.shape[1])  # padding worth skipping: the real tokens
         for i in layers:
             last = i == layers[-1]
-            x = self.blocks[i](x, self.block_rope(i), query_pos if last else None, lengths)
+            x = self.blocks[i](x, self.block_rope(i), query_pos if last else None, lengths, real)
         return x
 
     def block_rope(self, layer: int) -> RoPE | None:

@@ -8,6 +8,8 @@ causal unless a classifier turns the causal mask off.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,9 +58,38 @@ class GatedMLP(nn.Module):
         self.up = nn.Linear(emb_dim, hidden_dim, bias=False)
         self.down = nn.Linear(hidden_dim, emb_dim, bias=False)
         self.act = ACTIVATIONS[act]
+        self.gate_up: nn.Module | None = None  # gate and up as one layer (`fuse`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up is not None:
+            gate, up = self.gate_up(x).chunk(2, -1)  # (B, T, hidden) each
+            return self.down(self.act(gate) * up)
         return self.down(self.act(self.gate(x)) * self.up(x))
+
+    def fuse(self) -> None:
+        """Compute gate and up with one layer (same results; for inference copies only)."""
+        self.gate_up = fuse_linears(self.gate, self.up)
+        if self.gate_up is not None:
+            self.gate = self.up = None
+
+
+def fuse_linears(*layers: nn.Module) -> nn.Linear | None:
+    """One nn.Linear whose output is the layers' outputs side by side; None unless every
+    layer is a plain nn.Linear (a LoRA-wrapped one keeps its own). Why: one matrix product
+    instead of several small ones, and an int8 copy quantizes the shared input once."""
+    if not all(type(m) is nn.Linear for m in layers):
+        return None
+    biased = [m.bias is not None for m in layers]
+    if any(biased) and not all(biased):
+        return None
+    first = layers[0]
+    fused = nn.Linear(first.in_features, sum(m.out_features for m in layers), bias=biased[0],
+                      device=first.weight.device, dtype=first.weight.dtype)
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([m.weight for m in layers]))
+        if biased[0]:
+            fused.bias.copy_(torch.cat([m.bias for m in layers]))
+    return fused
 
 
 class Block(nn.Module):
@@ -75,15 +106,47 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: nn.Module | None = None,
                 query_pos: torch.Tensor | None = None,
-                lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C), or (B, 1, C) at query_pos when given."""
-        a = self.attn(self.norm1(x), rope, query_pos, lengths)
+                lengths: torch.Tensor | None = None,
+                real: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C), or (B, 1, C) at query_pos when given. real (`real_rows`):
+        the per-token work (projections, MLP, norms) runs on those rows only; the padding
+        rows' outputs are then not computed (nothing real reads them)."""
+        a = self.attn(self.norm1(x), rope, query_pos, lengths, real)
         if self.post_norm1 is not None:
             a = self.post_norm1(a)
         if query_pos is not None:
             x = x[torch.arange(x.shape[0], device=x.device), query_pos].unsqueeze(1)
+            real = None
         x = x + self.drop(a)
-        m = self.mlp(self.norm2(x))
-        if self.post_norm2 is not None:
-            m = self.post_norm2(m)
+        m = per_token(self.mlp_branch, x, real)
         return x + self.drop(m)
+
+    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.mlp(self.norm2(x))
+        return m if self.post_norm2 is None else self.post_norm2(m)
+
+
+def real_rows(lengths: torch.Tensor | None, T: int, min_share: float = 0.1
+              ) -> torch.Tensor | None:
+    """Flat indices (into B * T) of the real tokens of a right-padded batch, when padding
+    is at least `min_share` of it (else None: skipping it would not pay for the gather).
+    Why: on a CPU a padding token costs a linear layer what a real one does, and a
+    server's small mixed batches are 10-15% padding. Never while tracing an export."""
+    if lengths is None or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return None
+    B = lengths.shape[0]
+    if int(lengths.sum()) > (1 - min_share) * B * T:
+        return None
+    positions = torch.arange(T, device=lengths.device)
+    return (positions[None, :] < lengths[:, None]).flatten().nonzero().squeeze(1)  # (N,)
+
+
+def per_token(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+              real: torch.Tensor | None) -> torch.Tensor:
+    """fn, a per-token function, over x (B, T, C): on the `real` rows only when given, the
+    others left 0 in the (B, T, C_out) result."""
+    if real is None:
+        return fn(x)
+    B, T, C = x.shape
+    y = fn(x.reshape(B * T, C)[real])  # (N, C_out)
+    return y.new_zeros(B * T, y.shape[-1]).index_copy_(0, real, y).view(B, T, -1)

@@ -31,8 +31,10 @@ def pick_batch(lengths: Sequence[int], max_tokens: int, max_batch: int,
     The oldest entry (index 0) always goes, so nothing starves; then the waiting entries
     nearest to it in length join while the padded batch (count x longest) stays within
     `max_tokens`, it holds at most `max_batch` texts, and no text is padded by more than
-    max(`pad_slack`, `max_padding` x longest) tokens. Why so strict: on a CPU a padding token
-    costs as much as a real one, while one more model call costs only a few milliseconds.
+    max(`pad_slack`, `max_padding` x longest) tokens. Why so strict: the blocks' linear layers
+    skip padding (models/layers.py `real_rows`), but attention, RoPE and the residual stream
+    still pay for it; measured at 32 clients (int8, 2 cores), 0.25 and 0.5 served the same
+    ~61 requests/s, while 1.0 (63% padding) served 57.
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     lo = order.index(0)
