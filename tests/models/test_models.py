@@ -130,16 +130,20 @@ def test_old_model_config_json_loads_with_the_new_fields_defaulted():
 
 @pytest.mark.parametrize("name", TINY)
 def test_padded_batches_skip_the_padding_and_give_each_text_its_own_result(name):
-    from gptcls.models.layers import real_rows
+    from gptcls.models.layers import packing_for
 
     model = tiny(name)
-    lengths = torch.tensor([12, 5, 2])  # 53% padding: the per-token work runs on 19 rows
-    assert real_rows(lengths, 12).tolist() == [*range(12), 12, 13, 14, 15, 16, 24, 25]
-    assert real_rows(torch.tensor([12, 12, 11]), 12) is None  # 3% padding: not worth a gather
+    lengths = torch.tensor([12, 5, 2])  # 53% padding: the blocks run on 19 packed rows
+    packing = packing_for(lengths, 12)
+    assert packing.real.tolist() == [*range(12), 12, 13, 14, 15, 16, 24, 25]
+    assert packing.starts.tolist() == [0, 12, 17]
+    assert packing_for(torch.tensor([12, 12, 11]), 12) is None  # 3% padding: not worth it
     idx = torch.randint(0, 200, (3, 12))
     with torch.no_grad():
         h = model.run_blocks(model.embed(idx), lengths=lengths)  # (B, T, C)
         for b, n in enumerate(lengths.tolist()):
             alone = model.run_blocks(model.embed(idx[b:b + 1, :n]), lengths=lengths[b:b + 1])
             torch.testing.assert_close(h[b, :n], alone[0], atol=1e-5, rtol=1e-5)
-        assert torch.isfinite(h).all()
+            last = model.run_blocks(model.embed(idx), query_pos=lengths - 1, lengths=lengths)
+            torch.testing.assert_close(last[b, 0], alone[0, -1], atol=1e-5, rtol=1e-5)
+        assert torch.isfinite(h).all() and not h[1, 5:].any()  # padding rows: 0

@@ -57,7 +57,8 @@ def test_pick_batch_never_starves_and_keeps_padding_small():
         waiting = [w for i, w in enumerate(waiting) if i not in set(picked)]
 
 
-def test_batcher_groups_waiting_texts_by_length_and_answers_each_in_order():
+@pytest.mark.parametrize("max_padding", [0.25, None])  # None: the server's default, 1.0
+def test_batcher_groups_waiting_texts_by_length_and_answers_each_in_order(max_padding):
     seen: list[list[int]] = []
     gate = threading.Event()
 
@@ -67,7 +68,8 @@ def test_batcher_groups_waiting_texts_by_length_and_answers_each_in_order():
         return np.array([[float(s[0]), float(len(s))] for s in seqs])
 
     async def run() -> list[np.ndarray]:
-        batcher = MicroBatcher(predict, max_batch=64, max_wait_ms=1, max_tokens=4096)
+        banding = {} if max_padding is None else {"max_padding": max_padding}
+        batcher = MicroBatcher(predict, max_batch=64, max_wait_ms=1, max_tokens=4096, **banding)
         first = asyncio.ensure_future(batcher.submit([[0] * 8]))
         await asyncio.sleep(0.05)
         # 40 requests of 2 texts each, short and long mixed within a request.
@@ -82,8 +84,12 @@ def test_batcher_groups_waiting_texts_by_length_and_answers_each_in_order():
     for i, probs in enumerate(out[1:]):
         assert probs.tolist() == [[i, 5 + i % 3], [i, 80 + i % 5]]
     later = seen[1:]
-    assert len(later) == 2  # one call for the short texts, one for the long ones, not 40
-    assert sorted(max(b) for b in later) == [7, 84] and all(_banded(b) for b in later)
+    assert len(later) == 2 and sum(map(len, later)) == 80  # not 40 calls
+    if max_padding:  # one call for the short texts, one for the long ones
+        assert sorted(max(b) for b in later) == [7, 84] and all(_banded(b) for b in later)
+    else:  # short and long texts together, as many as 4,096 padded tokens hold
+        assert all(_padded(b) <= 4096 for b in later) and len(later[0]) > 40
+        assert min(later[0]) <= 7 and max(later[0]) >= 80
 
 
 @pytest.fixture
@@ -114,7 +120,7 @@ def test_many_concurrent_single_text_requests_get_their_own_labels(tiny_clf, tex
     got = [r.json()["results"][0]["label"] for r in responses]
     assert got == tiny_clf.predict(texts)
     assert sum(map(len, lengths)) == len(texts) and len(lengths) < len(texts) // 2
-    assert all(_banded(b) for b in lengths)
+    assert all(len(b) <= 32 and _padded(b) <= 4096 for b in lengths)  # the server's bounds
 
 
 def test_tokenizing_and_the_model_leave_the_event_loop_free(tiny_clf, monkeypatch):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptcls.models.layers import RMSNorm, fuse_linears, per_token
+from gptcls.models.layers import Packing, RMSNorm, fuse_linears, query_rows
 from gptcls.models.rope import RoPE
 
 # scaled_dot_product_attention takes enable_gqa from torch 2.5 on.
@@ -46,14 +46,14 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: RoPE | None = None,
                 query_pos: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None,
-                real: torch.Tensor | None = None) -> torch.Tensor:
+                packing: Packing | None = None) -> torch.Tensor:
         """x: (B, T, C). With query_pos (B,), only those positions are queried: (B, 1, C) out.
         lengths (B,): real tokens per row; only a non-causal layer needs them (to hide the
-        right padding, which a causal one never sees from real tokens). real (`real_rows`):
-        project those rows only (the padding's keys and values are then 0, never attended)."""
-        B, T, _ = x.shape
+        right padding, which a causal one never sees from real tokens). With `packing`, x is
+        the real tokens (N, C): projections run on them, attention on the padded layout."""
+        B, T = (packing.B, packing.T) if packing is not None else x.shape[:2]
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = self.project(x, query_pos, real)
+        q, k, v = self.project(x, query_pos, packing)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, Tq, D), (B, KV, T, D)
@@ -70,25 +70,30 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                              dropout_p=drop, scale=self.scale, **extra)
         out = out.transpose(1, 2).reshape(B, q.shape[2], H * D)
-        return per_token(self.proj, out, real if query_pos is None else None)
+        if packing is not None and query_pos is None:
+            out = packing.pack(out)  # (N, H * D)
+        return self.proj(out)
 
     def project(self, x: torch.Tensor, query_pos: torch.Tensor | None,
-                real: torch.Tensor | None = None
+                packing: Packing | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q (B, Tq, H, D), k (B, T, KV, D), v (B, KV, T, D) of x (B, T, C)."""
-        B, T, _ = x.shape
+        """q (B, Tq, H, D), k (B, T, KV, D), v (B, KV, T, D) of x (B, T, C) or packed (N, C)."""
+        B, T = (packing.B, packing.T) if packing is not None else x.shape[:2]
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
-        rows = None if query_pos is None else (torch.arange(B, device=x.device), query_pos)
         if self.qkv is not None:  # one product; the query shortcut then keeps one row of q
-            q, k, v = per_token(self.qkv, x, real).split([H * D, KV * D, KV * D], -1)
-            q = q if rows is None else q[rows].unsqueeze(1)  # (B, Tq, H * D)
-            return (q.reshape(B, q.shape[1], H, D), k.reshape(B, T, KV, D),
-                    v.reshape(B, T, KV, D).transpose(1, 2))
-        k = per_token(self.k, x, real).view(B, T, KV, D)
-        v = per_token(self.v, x, real).view(B, T, KV, D).transpose(1, 2)
-        if rows is not None:
-            return self.q(x[rows].unsqueeze(1)).view(B, 1, H, D), k, v  # (B, 1, C) queried
-        return per_token(self.q, x, real).view(B, T, H, D), k, v
+            q, k, v = self.qkv(x).split([H * D, KV * D, KV * D], -1)
+        else:
+            q, k, v = None, self.k(x), self.v(x)
+        if query_pos is not None:  # (B, 1, H * D): only the queried positions
+            q = (query_rows(q, query_pos, packing) if q is not None
+                 else self.q(query_rows(x, query_pos, packing))).unsqueeze(1)
+        else:
+            q = self.q(x) if q is None else q
+            q = packing.pad(q) if packing is not None else q
+        if packing is not None:
+            k, v = packing.pad(k), packing.pad(v)  # (B, T, KV * D), padding 0
+        return (q.reshape(B, q.shape[1], H, D), k.reshape(B, T, KV, D),
+                v.reshape(B, T, KV, D).transpose(1, 2))
 
     def fuse(self) -> None:
         """Compute q, k and v with one layer (same results; for inference copies only: the

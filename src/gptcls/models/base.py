@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gptcls.errors import GptclsError
-from gptcls.models.layers import real_rows
+from gptcls.models.layers import packing_for
 from gptcls.models.rope import RoPE
 
 
@@ -102,10 +102,15 @@ class Backbone(nn.Module):
         """Blocks [start, stop) on (B, T, C). query_pos (B,) makes the last one query only there;
         lengths (B,) hide right padding from non-causal attention."""
         layers = range(len(self.blocks))[start:stop]
-        real = real_rows(lengths, x.shape[1])  # padding worth skipping: the real tokens
+        packing = packing_for(lengths, x.shape[1]) if layers else None
+        if packing is not None:  # padding worth skipping: only the real tokens go through
+            x = packing.pack(x)  # (N, C)
         for i in layers:
             last = i == layers[-1]
-            x = self.blocks[i](x, self.block_rope(i), query_pos if last else None, lengths, real)
+            x = self.blocks[i](x, self.block_rope(i), query_pos if last else None, lengths,
+                               packing)
+        if packing is not None and query_pos is None:
+            x = packing.pad(x)  # (B, T, C), the padding rows 0
         return x
 
     def block_rope(self, layer: int) -> RoPE | None:

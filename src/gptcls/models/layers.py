@@ -8,7 +8,7 @@ causal unless a classifier turns the causal mask off.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -107,46 +107,62 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, rope: nn.Module | None = None,
                 query_pos: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None,
-                real: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C), or (B, 1, C) at query_pos when given. real (`real_rows`):
-        the per-token work (projections, MLP, norms) runs on those rows only; the padding
-        rows' outputs are then not computed (nothing real reads them)."""
-        a = self.attn(self.norm1(x), rope, query_pos, lengths, real)
+                packing: Packing | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C), or (B, 1, C) at query_pos when given. With `packing`, x is
+        the batch's real tokens, (N, C) -> (N, C) (or (B, 1, C) at query_pos): everything but
+        attention itself then skips the padding."""
+        a = self.attn(self.norm1(x), rope, query_pos, lengths, packing)
         if self.post_norm1 is not None:
             a = self.post_norm1(a)
         if query_pos is not None:
-            x = x[torch.arange(x.shape[0], device=x.device), query_pos].unsqueeze(1)
-            real = None
+            x = query_rows(x, query_pos, packing).unsqueeze(1)  # (B, 1, C)
         x = x + self.drop(a)
-        m = per_token(self.mlp_branch, x, real)
+        m = self.mlp(self.norm2(x))
+        if self.post_norm2 is not None:
+            m = self.post_norm2(m)
         return x + self.drop(m)
 
-    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.mlp(self.norm2(x))
-        return m if self.post_norm2 is None else self.post_norm2(m)
+
+@dataclass(frozen=True)
+class Packing:
+    """A right-padded (B, T) batch held as its N real tokens, (N, C), row after row.
+
+    Why: on a CPU a padding token costs every linear layer, norm and add what a real one
+    does, and a server's small mixed batches are 10-15% padding; only attention needs the
+    (B, T) layout, and gets it by `pad`."""
+
+    real: torch.Tensor  # (N,) flat indices into B * T of the real tokens
+    starts: torch.Tensor  # (B,) where each row's tokens begin among the N
+    B: int
+    T: int
+
+    def pack(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, T, X) -> (N, X)."""
+        return y.reshape(self.B * self.T, -1)[self.real]
+
+    def pad(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, X) -> (B, T, X), the padding rows 0."""
+        out = y.new_zeros(self.B * self.T, y.shape[-1]).index_copy_(0, self.real, y)
+        return out.view(self.B, self.T, -1)
 
 
-def real_rows(lengths: torch.Tensor | None, T: int, min_share: float = 0.1
-              ) -> torch.Tensor | None:
-    """Flat indices (into B * T) of the real tokens of a right-padded batch, when padding
-    is at least `min_share` of it (else None: skipping it would not pay for the gather).
-    Why: on a CPU a padding token costs a linear layer what a real one does, and a
-    server's small mixed batches are 10-15% padding. Never while tracing an export."""
+def packing_for(lengths: torch.Tensor | None, T: int, min_share: float = 0.1
+                ) -> Packing | None:
+    """The Packing of a right-padded batch whose padding is at least `min_share` of it (else
+    None: the gathers would cost more than they save). Never while tracing an export."""
     if lengths is None or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return None
     B = lengths.shape[0]
     if int(lengths.sum()) > (1 - min_share) * B * T:
         return None
     positions = torch.arange(T, device=lengths.device)
-    return (positions[None, :] < lengths[:, None]).flatten().nonzero().squeeze(1)  # (N,)
+    real = (positions[None, :] < lengths[:, None]).flatten().nonzero().squeeze(1)  # (N,)
+    return Packing(real, torch.cumsum(lengths, 0) - lengths, B, T)
 
 
-def per_token(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-              real: torch.Tensor | None) -> torch.Tensor:
-    """fn, a per-token function, over x (B, T, C): on the `real` rows only when given, the
-    others left 0 in the (B, T, C_out) result."""
-    if real is None:
-        return fn(x)
-    B, T, C = x.shape
-    y = fn(x.reshape(B * T, C)[real])  # (N, C_out)
-    return y.new_zeros(B * T, y.shape[-1]).index_copy_(0, real, y).view(B, T, -1)
+def query_rows(x: torch.Tensor, query_pos: torch.Tensor, packing: Packing | None
+               ) -> torch.Tensor:
+    """(B, X): each row's token at query_pos, of x (B, T, X) or, packed, (N, X)."""
+    if packing is not None:
+        return x[packing.starts + query_pos]
+    return x[torch.arange(x.shape[0], device=x.device), query_pos]
