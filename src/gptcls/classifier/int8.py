@@ -29,9 +29,10 @@ from gptcls.errors import GptclsError
 INT8_ALTERNATIVES = "use --precision fp32, or `gptcls export --onnx --int8` for an int8 model"
 
 
-def quantize_linear_int8(module: nn.Module) -> nn.Module:
+def quantize_linear_int8(module: nn.Module, inplace: bool = False) -> nn.Module:
     """A copy of `module` whose nn.Linear layers are int8 dynamic-quantized (weights per output
-    channel, activations per tensor); `module` itself is left as it was."""
+    channel, activations per tensor); `module` itself is left as it was, unless `inplace`
+    (for a module that is already a private copy)."""
     quantization = getattr(getattr(torch, "ao", None), "quantization", None)
     quantize = getattr(quantization, "quantize_dynamic", None)
     qconfig = getattr(quantization, "per_channel_dynamic_qconfig", None)
@@ -44,7 +45,7 @@ def quantize_linear_int8(module: nn.Module) -> nn.Module:
         warnings.filterwarnings("ignore", ".*torch.ao.quantization is deprecated",
                                 DeprecationWarning)
         warnings.filterwarnings("ignore", ".*quantized tensor creation functions", UserWarning)
-        return quantize(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=False,
+        return quantize(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=inplace,
                         mapping={nn.Linear: full_range_linear()})
 
 
@@ -87,7 +88,8 @@ def int8_copy(model: ClassifierModel, n_blocks: int | None = None) -> Classifier
     # deepcopy's memo: objects found in it are reused as they are, so the copy shares them.
     memo: dict[int, object] = {id(p): p for p in model.parameters()}
     memo.update({id(b): b for b in blocks[n:]})
-    memo.update({id(b): quantize_linear_int8(fused_copy(b)) for b in blocks[:n]})
+    # fused_copy already copies each block: quantizing that copy in place copies once, not twice.
+    memo.update({id(b): quantize_linear_int8(fused_copy(b), inplace=True) for b in blocks[:n]})
     twin = copy.deepcopy(model, memo)
     return twin.eval()
 

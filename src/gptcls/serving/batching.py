@@ -25,17 +25,17 @@ PredictIds = Callable[[list[Sequence[int]]], np.ndarray]
 
 
 def pick_batch(lengths: Sequence[int], max_tokens: int, max_batch: int,
-               max_padding: float = 0.25, pad_slack: int = 8) -> list[int]:
+               max_padding: float = 1.0, pad_slack: int = 8) -> list[int]:
     """Indices into `lengths` (oldest first) of the next micro-batch, in ascending order.
 
     The oldest entry (index 0) always goes, so nothing starves; then the waiting entries
     nearest to it in length join while the padded batch (count x longest) stays within
     `max_tokens`, it holds at most `max_batch` texts, and no text is padded by more than
-    max(`pad_slack`, `max_padding` x longest) tokens (1.0: no such bound). The server passes
-    1.0: the blocks run on the real tokens only (models/layers.py `Packing`), so padding costs
-    just attention, and taking the whole queue serves the oldest sooner. Measured at 32 clients
-    (int8, SmolLM2, 2 cores): 0.25 served 61 requests/s at p99 1.0 s, 1.0 served 61-68 at p99
-    0.64-0.73 s (before packing, 1.0 served 57).
+    max(`pad_slack`, `max_padding` x longest) tokens (1.0, the default: no such bound). Why
+    no bound by default: the blocks run on the real tokens only (models/layers.py `Packing`),
+    so padding costs just attention, and taking the whole queue serves the oldest sooner.
+    Measured at 32 clients (int8, SmolLM2, 2 cores): 0.25 served 61 requests/s at p99 1.0 s,
+    1.0 served 61-68 at p99 0.64-0.73 s (before packing, 1.0 served 57).
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     lo = order.index(0)
