@@ -153,7 +153,8 @@ def child(spec: dict) -> dict:
     opts = options_with_recipe(spec["run_dir"], spec["model"], train=str(d / "train.csv"),
                                validation=str(d / "validation.csv"), test=str(d / "test.csv"),
                                seed=spec["seed"], weights=spec["weights"],
-                               epochs=spec["epochs"], trunk_cache_dir=spec["trunk_cache"])
+                               epochs=spec["epochs"], trunk_cache_dir=spec["trunk_cache"],
+                               balance=spec.get("balance"))
     check_values(opts)
     m = run_training(opts)
     sizes = {n: len(read_split_csv(d / f"{n}.csv")) for n in ("train", "validation", "test")}
@@ -165,7 +166,7 @@ def child(spec: dict) -> dict:
     clf.predict(texts)
     predict_s = time.perf_counter() - t0
     report = m["reports"]["test"]
-    row = {"contender": f"gptcls {spec['model']}", "seed": spec["seed"],
+    row = {"contender": contender(spec["model"], spec.get("balance")), "seed": spec["seed"],
            "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
            "ece": (m.get("calibration") or {}).get("test", {}).get("ece_after"),
            "train_s": m["times"]["total_s"], "predict_per_s": len(texts) / predict_s,
@@ -176,16 +177,23 @@ def child(spec: dict) -> dict:
     return row
 
 
+def contender(model: str, balance: str | None) -> str:
+    return f"gptcls {model}" + (f" --balance {balance}" if balance else "")
+
+
 def run_gptcls(dataset: str, model: str, seed: int, args: argparse.Namespace) -> dict:
     """One run in a child process; its result is reused when the same spec finished before."""
-    run_dir = args.out / "runs" / dataset / f"{model}-seed{seed}"
+    name = f"{model}-seed{seed}" + (f"-{args.balance}" if args.balance else "")
+    run_dir = args.out / "runs" / dataset / name
     spec = {"split_dir": str(args.out / "data" / dataset), "run_dir": str(run_dir),
             "model": model, "seed": seed, "weights": args.weights, "epochs": args.epochs,
             "trunk_cache": str(args.out / "trunk-cache"), "limit": args.limit}
-    result = run_dir.parent / f"{model}-seed{seed}.json"
+    if args.balance:
+        spec["balance"] = args.balance
+    result = run_dir.parent / f"{name}.json"
     if result.exists() and json.loads(result.read_text()).get("spec") == spec:
         return json.loads(result.read_text())
-    log = run_dir.parent / f"{model}-seed{seed}.log"
+    log = run_dir.parent / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"  gptcls {model} seed {seed} on {dataset} (log: {log})", file=sys.stderr)
     t0 = time.perf_counter()
@@ -195,7 +203,7 @@ def run_gptcls(dataset: str, model: str, seed: int, args: argparse.Namespace) ->
     if proc.returncode != 0:
         tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
         print(f"  failed ({tail[0]})", file=sys.stderr)
-        return {"contender": f"gptcls {model}", "seed": seed, "error": tail[0]}
+        return {"contender": contender(model, args.balance), "seed": seed, "error": tail[0]}
     row = json.loads((run_dir / "quality-row.json").read_text())
     row["spec"], row["wall_s"] = spec, time.perf_counter() - t0
     result.write_text(json.dumps(row))
@@ -216,6 +224,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--limit", type=int, help="at most N rows per split (a quick check)")
     ap.add_argument("--epochs", type=int, help="override the recipe's epochs (quick checks)")
     ap.add_argument("--weights", help="gptcls --weights (e.g. random, for a smoke check)")
+    ap.add_argument("--balance", choices=("none", "weighted", "undersample"),
+                    help="gptcls --balance for the training split (default: gptcls' own); the "
+                    "rows are the same, the contender is named with it")
     ap.add_argument("--baselines-only", action="store_true", help="skip the gptcls runs")
     ap.add_argument("--skip-baselines", action="store_true",
                     help="only the gptcls runs (e.g. on another machine); a later run with the "

@@ -39,7 +39,9 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 EARLY_STOPPING = ("val_loss", "val_f1")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # int8: CPU, classifier/int8.py
 SAVE_MODES = ("delta", "full")  # what a run directory's model.safetensors holds
-BALANCE_MODES = ("undersample", "none", "weighted")
+# auto: undersample the SMS Spam Collection (the chapter), keep every row of other data
+# (data/partition.py resolved_balance).
+BALANCE_MODES = ("auto", "undersample", "none", "weighted")
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet", "sms", "trec", "fasttext")
 LABEL_LEVELS = ("coarse", "fine")  # COARSE or COARSE:fine of a hierarchical label
 CONTEXTS = ("longest", "model")  # or a positive number of tokens
@@ -92,9 +94,11 @@ class DataOptions:
                                in_config=True)
     label_separator: str = option("|", "with --multi-label: what separates the labels in one "
                                   "column (default: |)", "data", in_config=True)
-    balance: str = option("undersample", "undersample the majority classes (default, the "
-                          "chapter's), keep the data as it is (none), or weight the loss by "
-                          "inverse class frequency", "split", choices=BALANCE_MODES)
+    balance: str = option("auto", "auto (default): undersample the SMS Spam Collection as the "
+                          "chapter does and keep every row of any other data; undersample "
+                          "the majority classes, keep the data as it is (none), or weight "
+                          "the loss by inverse class frequency", "split",
+                          choices=BALANCE_MODES)
     cache: str | None = option(None, "download cache directory (default: $GPTCLS_CACHE or "
                                "~/.cache/gptcls)", "speed and runtime", metavar="DIR")
 

@@ -152,7 +152,9 @@ def test_a_different_base_is_one_line_and_exit_2(pair, tmp_path, capsys):
 def test_export_from_a_delta_run_is_self_contained(pair, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    expected = logits(pair["delta"])
+    # The export folds the calibration temperature into its head (export_hf.py).
+    temperature = json.loads((pair["delta"] / "config.json").read_text())["temperature"]
+    expected = logits(pair["delta"]) / temperature
     assert main(["export", str(pair["delta"]), str(tmp_path / "hf"), "--format", "hf"]) == 0
     shutil.move(pair["base"], tmp_path / "moved")
     try:

@@ -55,7 +55,8 @@ def test_keep_rare_labels_gives_todays_collapse(tmp_path):
     splits = load_splits(DataOptions(data=str(path)), None, lambda _: None)
     assert splits.labels == ["ham", "spam"] and splits.dropped_rare == {"sapm": 1}
     with pytest.raises(GptclsError, match="the train split is empty"):
-        load_splits(DataOptions(data=str(path), keep_rare_labels=True), None, lambda _: None)
+        load_splits(DataOptions(data=str(path), keep_rare_labels=True, balance="undersample"),
+                    None, lambda _: None)
 
 
 def test_small_classes_of_small_files_are_not_rare():

@@ -38,7 +38,8 @@ def messages(tmp_path_factory):
 def run(messages, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "prior"
     rc = main(["train", "--data", str(messages), "--model", "gpt2-tiny", "--weights", "random",
-               "--epochs", "2", "--lr", "1e-3", "--out", str(out), "--classify"])
+               "--epochs", "2", "--lr", "1e-3", "--out", str(out), "--classify",
+               "--balance", "undersample"])
     assert rc == 0
     return out
 

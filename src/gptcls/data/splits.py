@@ -23,6 +23,7 @@ from gptcls.data.partition import (
     class_weights,
     leakage_warnings,
     random_split,
+    resolved_balance,
     stratified_split,
 )
 from gptcls.data.rare import drop_rare
@@ -64,7 +65,8 @@ def load_splits(opts: DataOptions, out_dir: Path | None = None,
         raise GptclsError(f"unknown --balance {opts.balance!r}; use one of {BALANCE_MODES}")
     if opts.multi_label:  # label sets: read and split by multilabel.py
         parts, labels, weights, notes, reports = multilabel_parts(opts, log)
-        splits = Splits(*parts, labels, weights, notes, reports, opts.balance)
+        balance = "none" if opts.balance == "auto" else opts.balance
+        splits = Splits(*parts, labels, weights, notes, reports, balance)
         if out_dir is not None:
             write_splits(out_dir, splits)
         return splits
@@ -81,6 +83,7 @@ def load_splits(opts: DataOptions, out_dir: Path | None = None,
         labels = label_mapping([e for p in parts for e in p])
         train, validation, test = parts
         source = Counter(e.label for e in train)
+        balance = resolved_balance(opts.balance, [r.format for r in reports], True)
     else:
         path = opts.data or fetch_sms_spam(opts.cache)
         examples = _read(path, opts, log, reports)
@@ -90,27 +93,40 @@ def load_splits(opts: DataOptions, out_dir: Path | None = None,
         check_trainable(examples)
         labels = label_mapping(examples)
         source = Counter(e.label for e in examples)
-        if opts.balance == "undersample":
+        balance = resolved_balance(opts.balance, [r.format for r in reports], False)
+        if opts.balance == "auto":
+            log(_AUTO[balance])
+        if balance == "undersample":
             before = len(examples)
             examples = balance_undersample(examples, opts.split_seed)
             balanced = (len(examples), before)
             log(f"balanced by undersampling: {len(examples):,} of {before:,} rows kept")
         # Two balanced classes: the chapter's random split. Otherwise keep each class's share.
-        stratify = len(labels) > 2 or opts.balance != "undersample"
+        stratify = len(labels) > 2 or balance != "undersample"
         split = stratified_split if stratify else random_split
         train, validation, test = split(examples, opts.split, opts.split_seed)
     notes = leakage_warnings(train, validation, test)
     for line in notes:
         log(f"warning: {line}")
-    weights = class_weights(train, labels) if opts.balance == "weighted" else None
+    weights = class_weights(train, labels) if balance == "weighted" else None
     for name, part in zip(SPLIT_NAMES, (train, validation, test), strict=True):
         if not part:
             raise GptclsError(f"the {name} split is empty; use more data or other --split")
-    splits = Splits(train, validation, test, labels, weights, notes, reports, opts.balance,
+    splits = Splits(train, validation, test, labels, weights, notes, reports, balance,
                     balanced, dict(source), dropped)
     if out_dir is not None:
         write_splits(out_dir, splits)
     return splits
+
+
+_AUTO = {
+    "undersample": "balance auto: the SMS Spam Collection is undersampled as the chapter does "
+                   "(--balance none keeps every row)",
+    "none": "balance auto: every row kept, classes as they come (--balance weighted weights "
+            "the loss by class, undersample balances as the chapter does)",
+    "weighted": "balance auto: every row kept, the loss weighted by inverse class frequency "
+                "(--balance none: unweighted; undersample: as the chapter does)",
+}
 
 
 def write_splits(out_dir: Path, splits: Splits) -> None:

@@ -32,7 +32,7 @@ from gptcls.classifier.encoding import choose_max_length, fit_ids
 from gptcls.classifier.model import ClassifierModel
 from gptcls.data.examples import Example
 from gptcls.data.multilabel import positive_weights
-from gptcls.data.partition import balance_undersample, class_weights
+from gptcls.data.partition import balance_undersample, class_weights, resolved_balance
 from gptcls.data.splits import Splits
 from gptcls.device import device_for, resolve_precision
 from gptcls.errors import GptclsError
@@ -165,6 +165,11 @@ def holdout(y: Sequence[int], fraction: float, seed: int) -> tuple[list[int], li
     return sorted(train_idx), sorted(val_idx)
 
 
+def in_memory_balance(opts: RunOptions) -> str:
+    """--balance for texts given in memory: the user's own data (auto never undersamples)."""
+    return resolved_balance(opts.data.balance, [], given_splits=True)
+
+
 def balanced(idx: list[int], y: Sequence[int], n_classes: int, opts: RunOptions
              ) -> tuple[list[int], list[float] | None]:
     """The training indices as --balance has them (undersampled the chapter's way, or kept),
@@ -172,13 +177,14 @@ def balanced(idx: list[int], y: Sequence[int], n_classes: int, opts: RunOptions
     if opts.data.multi_label:  # y: 0/1 rows; weighted: each label's positive weight
         rows = [Example("", "", tuple(str(k) for k, v in enumerate(y[i]) if v)) for i in idx]
         weights = positive_weights(rows, [str(k) for k in range(n_classes)])
-        return idx, weights if opts.data.balance == "weighted" else None
+        return idx, weights if in_memory_balance(opts) == "weighted" else None
     names = [str(c) for c in range(n_classes)]
     examples = [Example(str(i), str(y[i])) for i in idx]  # text: the index, to map back
-    if opts.data.balance == "undersample":
+    balance = in_memory_balance(opts)
+    if balance == "undersample":
         kept = balance_undersample(examples, opts.data.split_seed)
         return sorted(int(e.text) for e in kept), None
-    if opts.data.balance == "weighted":
+    if balance == "weighted":
         return idx, class_weights(examples, names)
     return idx, None
 
@@ -232,8 +238,9 @@ def prior_for(opts: RunOptions, y: Sequence[int], train_idx: list[int], labels: 
     if opts.data.multi_label:
         return None
     train = [Example(str(i), labels[y[i]]) for i in train_idx]
-    undersampled = (len(train_idx), len(y)) if opts.data.balance == "undersample" else None
-    splits = Splits(train, [], [], list(labels), weights, balance=opts.data.balance,
+    balance = in_memory_balance(opts)
+    undersampled = (len(train_idx), len(y)) if balance == "undersample" else None
+    splits = Splits(train, [], [], list(labels), weights, balance=balance,
                     balanced=undersampled, source_counts=dict(Counter(labels[c] for c in y)))
     return decide_prior(opts.prior, splits, chapter=False)
 
