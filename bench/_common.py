@@ -20,6 +20,10 @@ DEFAULT_DATA = (Path(__file__).resolve().parents[2]
 SEED = 123
 PAD_ID = 50256  # GPT-2's <|endoftext|>, the chapter's pad token
 BOOK_LABELS = {"ham": 0, "spam": 1}
+SPLITS = ("train", "validation", "test")
+# train_speed's schedule, the chapter's: batch 8, AdamW, a loss evaluation every 50 steps on
+# 5 batches.
+BATCH, LR, WEIGHT_DECAY, EVAL_FREQ, EVAL_ITER = 8, 5e-5, 0.1, 50, 5
 # The chapter's BASE_CONFIG for "gpt2-small (124M)".
 BASE_CONFIG = {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_layers": 12,
                "n_heads": 12, "drop_rate": 0.0, "qkv_bias": True}
@@ -81,3 +85,10 @@ def chapter_max_length(data: Path, tokenizer: Tokenizer) -> int:
     examples = partition.balance_undersample(gdata.read_sms_file(data), seed=SEED)
     train = partition.random_split(examples, seed=SEED)[0]
     return max(len(ids) for ids in tokenizer.encode_batch([ex.text for ex in train]))
+
+
+def split_examples(work: Path) -> dict[str, list]:
+    """train_speed's splits (WORKDIR/splits/*.csv): the examples every contender trains on."""
+    from gptcls.data.splits import read_split_csv
+
+    return {n: read_split_csv(work / "splits" / f"{n}.csv") for n in SPLITS}

@@ -58,7 +58,6 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +65,10 @@ import torch
 from _common import (
     DEFAULT_DATA,
     SEED,
-    book_model,
     chapter_max_length,
     device,
-    hf_model,
-    pad_collate,
 )
+from infer_peers import run_chapter, run_hf, timed
 from roofline import gemm_rates, limit_cells, linear_shapes, message_limit
 
 from gptcls.data import sms as gdata
@@ -87,7 +84,6 @@ TITLES = {"gptcls": "gptcls {model} fp32", "gptcls-bf16": "gptcls {model} --prec
 PRECISION = {"gptcls": "fp32", "gptcls-bf16": "bf16", "gptcls-int8": "int8", "smollm": "auto"}
 TARGET_RATE, TARGET_SPEEDUP = 25.0, 8.0  # gptcls gpt2-small fp32: msg/s, x the chapter loop
 TARGET_OF_LIMIT = 0.8  # issue 16: the batch throughput >= 80% of the GEMM limit
-WARMUP = 8
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,41 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# --------------------------------------------------------------------------- the chapter's code
-
-
-def classify_review(text, model, tokenizer, device, max_length=None, pad_token_id=50256):
-    """Copied from chapter 6 (llms_from_scratch.ch06.classify_review), unchanged."""
-    model.eval()
-
-    # Prepare inputs to the model
-    input_ids = tokenizer.encode(text)
-    supported_context_length = model.pos_emb.weight.shape[0]
-
-    # Truncate sequences if they too long
-    input_ids = input_ids[:min(max_length, supported_context_length)]
-
-    # Pad sequences to the longest sequence
-    input_ids += [pad_token_id] * (max_length - len(input_ids))
-    input_tensor = torch.tensor(input_ids, device=device).unsqueeze(0)  # add batch dimension
-
-    # Model inference
-    with torch.no_grad():
-        logits = model(input_tensor)[:, -1, :]  # Logits of the last output token
-    predicted_label = torch.argmax(logits, dim=-1).item()
-
-    # Return the classified result
-    return "spam" if predicted_label == 1 else "not spam"
-
-
 # --------------------------------------------------------------------------- contenders
-
-
-def timed(predict: Callable[[list[str]], object], texts: list[str]) -> tuple[object, float]:
-    predict(texts[:WARMUP])
-    t0 = time.perf_counter()
-    out = predict(texts)
-    return out, time.perf_counter() - t0
 
 
 def build_gptcls(model_name: str, data: Path, max_length: int | None, tmp: Path):
@@ -230,40 +192,6 @@ def run_int8(clf, texts: list[str], fp32: dict | None) -> dict:
     qclf.int8_model()  # quantizing (about 1 s for SmolLM2) is load time, not per message
     probs, secs = timed(qclf.predict_proba, texts)
     return compare({"seconds": secs, "probs": probs}, fp32)
-
-
-def run_chapter(texts: list[str], max_length: int, limit: int | None) -> dict:
-    dev = device()
-    model = book_model(dev)
-    tokenizer = gpt2_tokenizer()  # .encode(text): tiktoken "gpt2" ids, built offline
-    sample = texts[:limit] if limit else texts
-
-    def loop(batch: list[str]) -> list[str]:
-        return [classify_review(t, model, tokenizer, dev, max_length=max_length) for t in batch]
-
-    labels, secs = timed(loop, sample)
-    return {"seconds": secs * len(texts) / len(sample), "measured_texts": len(sample),
-            "measured_seconds": secs, "labels": labels}
-
-
-def run_hf(texts: list[str], max_length: int, batch_size: int) -> dict:
-    dev = device()
-    model = hf_model(dev).eval()
-    tokenizer = gpt2_tokenizer()
-
-    @torch.inference_mode()
-    def predict(batch_texts: list[str]) -> np.ndarray:
-        ids = [s[:max_length] for s in tokenizer.encode_batch(batch_texts)]
-        out = []
-        for b in range(0, len(ids), batch_size):
-            batch = pad_collate([(torch.tensor(s), 0) for s in ids[b:b + batch_size]])
-            logits = model(input_ids=batch["input_ids"].to(dev),
-                           attention_mask=batch["attention_mask"].to(dev)).logits
-            out.append(torch.softmax(logits.float(), -1).cpu())
-        return torch.cat(out).numpy()
-
-    probs, secs = timed(predict, texts)
-    return {"seconds": secs, "probs": probs}
 
 
 def run_smollm(texts: list[str], data: Path, tmp: Path) -> dict:

@@ -79,3 +79,8 @@ def cli_logging(level: int) -> Iterator[None]:
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
         progress.set_quiet(saved[2])
+
+
+def plural(n: int, word: str) -> str:
+    """"1 block", "26 blocks", "1,045 texts": a count in a message."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")

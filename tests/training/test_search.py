@@ -196,7 +196,7 @@ def test_a_budget_too_small_for_one_try_is_one_line_and_writes_nothing(files, tm
                str(files["train"]), "--validation", str(files["validation"]), "--test",
                str(files["test"]), "--out", str(out), "--search", "--search-budget", "0.001"])
     assert rc == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if "budget" in line]
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(err) == 1 and "--search-budget 0.001 s is too small for one try" in err[0]
     assert not out.exists()
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gptcls.errors import GptclsError
+from gptcls.log import plural
 
 PathLike = str | os.PathLike
 SPLIT_NAMES: tuple[str, ...] = ("train", "validation", "test")
@@ -39,4 +40,4 @@ def label_mapping(examples: Iterable[Example], order: Sequence[str] | None = Non
 
 def n_rows(n: int) -> str:
     """"1 row", "2,345 rows": counts in messages and reports."""
-    return f"{n:,} row" + ("" if n == 1 else "s")
+    return plural(n, "row")

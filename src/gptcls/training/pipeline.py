@@ -31,7 +31,7 @@ from gptcls.evaluation.calibration import RELIABILITY_PLOT, Calibration
 from gptcls.evaluation.metrics import classification_report
 from gptcls.evaluation.plots import plot_reliability
 from gptcls.evaluation.prior import PriorDecision, check_prior, decide_prior, prior_section
-from gptcls.log import line_logger
+from gptcls.log import line_logger, plural
 from gptcls.options import (
     OPTIONS,
     RunOptions,
@@ -41,6 +41,7 @@ from gptcls.options import (
     from_dict,
     to_dict,
 )
+from gptcls.recipes import describe
 from gptcls.training.builder import build_model, trainable_policy
 from gptcls.training.checkpoint import STATE_FILE, Checkpointer
 from gptcls.training.decisions import fit_decisions
@@ -159,7 +160,7 @@ def _prepare(opts: RunOptions, splits: Splits, device: torch.device, dist,
     cache = _use_cache(model, ids, opts.train)
     precision = resolve_precision(opts.train.precision, device)
     if cache:
-        _log(f"frozen trunk ({model.first_trainable} blocks) computed once per text in "
+        _log(f"frozen trunk ({plural(model.first_trainable, 'block')}) computed once per text in "
              f"{precision}" + (" (--precision fp32 for exact fp32)" if precision == "bf16" else ""))
     elif precision == "int8":  # int8 quantizes the cached trunk only; nothing here is frozen once
         _log("--precision int8: the trunk is not cached, so every layer runs in fp32")
@@ -234,6 +235,8 @@ def _build_model(opts: RunOptions, num_classes: int):
     built = build_model(opts, num_classes)
     model, pretrained = built[0], built[2]
     _log(f"backbone: {pretrained.source}")
+    for line in describe(opts).splitlines():  # which recipe ran, and what differs from it
+        _log(line)
     if opts.weights == "random":  # a note (INFO, -q silences it), after the data's checks
         _log("note: --weights random: the backbone is randomly initialised, not pretrained; "
              "expect chance-level features (the chapter's random-weights experiment).")

@@ -46,7 +46,7 @@ from gptcls.classifier.model import ClassifierModel
 from gptcls.distributed import Dist
 from gptcls.errors import GptclsError
 from gptcls.evaluation.metrics import macro_f1
-from gptcls.log import line_logger
+from gptcls.log import line_logger, plural
 from gptcls.options import RunOptions, TrainConfig
 from gptcls.training.checkpoint import load_trainable, trainable_state
 from gptcls.training.loop import evaluate, train
@@ -294,8 +294,8 @@ class Search:
     def stores(self, times: dict[str, float]) -> dict[str, Store]:
         """The one trunk pass: every split cached at the split below the deepest try."""
         model, run = self.model_for(self.space[0]), self.run_
-        _log(f"frozen trunk ({self.depth} blocks) computed once per text for every try in "
-             f"{run.precision}")
+        _log(f"frozen trunk ({plural(self.depth, 'block')}) computed once per text for every "
+             f"try in {run.precision}")
         t0 = clock()
         stores = {name: build_store(model, run.ids[name], store.labels.tolist(), True,
                                     self.device, desc=name, precision=run.precision,
