@@ -12,8 +12,10 @@ from gptcls.data.examples import SPLIT_NAMES, Example, label_mapping
 from gptcls.errors import GptclsError
 from gptcls.schema import check_fractions
 
-# What --balance auto does with data other than the SMS Spam Collection (bench/quality.py: on
-# real imbalanced data undersampling throws away most rows, e.g. 516 of TREC's 5,444).
+# What --balance auto does with data other than the SMS Spam Collection. Undersampling throws
+# away most rows of real imbalanced data (516 of TREC's 5,444). none against weighted, chosen
+# on validation (bench/quality.py --balance, SmolLM2, seed 123): SMS natural accuracy 99.64%
+# vs 99.46%, macro-F1 0.992 vs 0.988; TREC fine 85.9% vs 81.3%, macro-F1 0.794 vs 0.761.
 USER_DATA_BALANCE = "none"
 
 
