@@ -114,7 +114,8 @@ def _cli(*argv: str) -> RunOptions:
 
 @pytest.mark.parametrize("family", [p for p in RECIPES if p])
 def test_a_flag_given_beats_the_recipe(family):
-    model = {"gpt2": "gpt2-small", "smollm2": "smollm2-135m-instruct-q4"}[family]
+    model = {"gpt2": "gpt2-small", "smollm2": "smollm2-135m-instruct-q4",
+             "gemma3": "gemma3-270m-q4", "gemma-3": "google/gemma-3-270m"}[family]
     recipe = recipe_for(model)
     for name, v in recipe.items():  # no flag: the recipe's value
         assert value(_cli("--model", model), name) == v
@@ -134,6 +135,7 @@ def test_recipes_are_data_over_recipe_options():
     for prefix, r in RECIPES.items():
         assert r.source and all(OPTIONS[k].recipe for k in r.options), prefix
     assert recipe_for("runs/SmolLM2-custom.gguf")["pooling"] == "last+mean"  # by file name
+    assert recipe_for("google/gemma-3-270m") == recipe_for("gemma3-270m-q4")
 
 
 def test_resolved_options_are_frozen():
