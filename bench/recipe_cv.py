@@ -4,8 +4,9 @@ messages (1,194), for a backbone whose 149 validation messages cannot tell recip
 Each recipe (a setting of recipe options over the backbone's own) trains once per fold on the
 other folds and is scored on its fold; the table sums the folds' errors. Test messages (the
 chapter's 300) are never read: the chosen recipe is then run once per seed on the chapter's
-split by bench/size_ladder.py. All folds share one frozen-trunk cache (the same texts), so a
-fold costs its training only.
+split by bench/size_ladder.py. Every run shares one trunk-cache folder: the first recipe
+computes each fold's frozen trunk (one cache file per split), the other recipes read them back
+and cost their training only (for the same trainable depth).
 
     .venv/bin/python bench/recipe_cv.py --model gemma3-270m-q4 \\
         --grid "trainable_blocks=1,2;pooling=last,last+mean;head_lr=5e-5,1e-3"
