@@ -12,6 +12,7 @@ import torch
 
 from gptcls.data import partition
 from gptcls.data import sms as gdata
+from gptcls.data.splits import read_split_csv
 from gptcls.models.tokenizers.base import Tokenizer
 
 # The UCI file, beside the repository: <repo>/../shared/data/sms_spam_collection/SMSSpamCollection
@@ -89,6 +90,4 @@ def chapter_max_length(data: Path, tokenizer: Tokenizer) -> int:
 
 def split_examples(work: Path) -> dict[str, list]:
     """train_speed's splits (WORKDIR/splits/*.csv): the examples every contender trains on."""
-    from gptcls.data.splits import read_split_csv
-
     return {n: read_split_csv(work / "splits" / f"{n}.csv") for n in SPLITS}

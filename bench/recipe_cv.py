@@ -99,24 +99,22 @@ def main(argv: list[str] | None = None) -> None:
         with cli_logging(30):  # warnings only: one line per fold below
             results = [run_fold(args.model, setting, root / f"fold{k}", root / f"r{i}-f{k}",
                                 root / "trunk-cache", args.seed) for k in range(args.folds)]
-        errors = sum(r["errors"] for r in results)
-        losses = [r["val_loss"] for r in results if r["val_loss"] is not None]
-        row = {"setting": setting, "errors": errors, "n": len(pool),
-               "per_fold": [r["errors"] for r in results],
-               "val_loss": sum(losses) / len(losses) if losses else None,
+        row = {"setting": setting, "errors": sum(r["errors"] for r in results),
+               "n": len(pool), "per_fold": [r["errors"] for r in results],
+               "val_loss": sum(r["val_loss"] for r in results) / len(results),
                "seconds": time.perf_counter() - t0}
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
-    rows.sort(key=lambda r: (r["errors"], r["val_loss"] or 0.0))
+    rows.sort(key=lambda r: (r["errors"], r["val_loss"]))
     print(f"\n{args.model}, {args.folds}-fold CV on the chapter's {len(pool):,} training + "
           f"validation SMS, seed {args.seed}\n")
     print("| recipe options | CV errors | per fold | CV accuracy | mean val loss | seconds |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     for r in rows:
         name = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in r["setting"].items())
-        loss = f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "-"
         print(f"| {name or '(the recipe)'} | {r['errors']} | {r['per_fold']} "
-              f"| {(1 - r['errors'] / r['n']) * 100:.2f}% | {loss} | {r['seconds']:.0f} |")
+              f"| {(1 - r['errors'] / r['n']) * 100:.2f}% | {r['val_loss']:.4f} "
+              f"| {r['seconds']:.0f} |")
 
 
 if __name__ == "__main__":
