@@ -4,9 +4,9 @@ messages (1,194), for a backbone whose 149 validation messages cannot tell recip
 Each recipe (a setting of recipe options over the backbone's own) trains once per fold on the
 other folds and is scored on its fold; the table sums the folds' errors. Test messages (the
 chapter's 300) are never read: the chosen recipe is then run once per seed on the chapter's
-split by bench/size_ladder.py. Every run shares one trunk-cache folder: the first recipe
-computes each fold's frozen trunk (one cache file per split), the other recipes read them back
-and cost their training only (for the same trainable depth).
+split by bench/size_ladder.py. All runs share the process's trunk memo (MEMO.sharing): the
+frozen trunk runs once per message (for a trainable depth and precision), whatever fold or
+recipe needs it first; the rest cost their training only.
 
     .venv/bin/python bench/recipe_cv.py --model gemma3-270m-q4 \\
         --grid "trainable_blocks=1,2;pooling=last,last+mean;head_lr=5e-5,1e-3"
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import random
 import sys
 import tempfile
 import time
@@ -42,40 +41,50 @@ def parse_grid(text: str) -> list[dict]:
 
 
 def folds(examples: list[Example], k: int, seed: int) -> list[list[Example]]:
-    """k folds, each class dealt round-robin after a seeded shuffle (stratified)."""
-    out: list[list[Example]] = [[] for _ in range(k)]
-    by_label: dict[str, list[Example]] = {}
-    for ex in examples:
-        by_label.setdefault(ex.label, []).append(ex)
-    i = 0
-    for label in sorted(by_label):
-        rows = by_label[label]
-        random.Random(seed).shuffle(rows)
-        for ex in rows:
-            out[i % k].append(ex)
-            i += 1
-    return out
+    """k stratified folds, as the label audit makes them: copies of one text share a fold (a
+    message in both a fold's training and its validation would flatter every recipe)."""
+    from gptcls.evaluation.audit import assign_folds
+
+    labels = sorted({ex.label for ex in examples})
+    first: dict[str, int] = {}
+    groups = [first.setdefault(ex.text, len(first)) for ex in examples]
+    fold_of = assign_folds([labels.index(ex.label) for ex in examples], groups, k, seed)
+    return [[ex for ex, f in zip(examples, fold_of, strict=True) if f == j] for j in range(k)]
 
 
-def run_fold(model: str, setting: dict, fold_dir: Path, run_dir: Path, cache: Path,
-             seed: int) -> dict:
+def run_fold(model: str, setting: dict, fold_dir: Path, run_dir: Path, seed: int) -> dict:
     from gptcls.recipes import options_with_recipe
     from gptcls.training.pipeline import run_training
 
     opts = options_with_recipe(run_dir, model, train=str(fold_dir / "train.csv"),
                                validation=str(fold_dir / "validation.csv"),
-                               test=str(fold_dir / "validation.csv"), seed=seed,
-                               trunk_cache_dir=str(cache), **setting)
+                               test=str(fold_dir / "validation.csv"), seed=seed, **setting)
     m = run_training(opts)
     val = m["reports"]["validation"]
     return {"n": val["n"], "errors": round((1 - val["accuracy"]) * val["n"]),
             "val_loss": m["final"]["validation"]["loss"]}
 
 
+def cv_row(args: argparse.Namespace, setting: dict, runs: Path, root: Path, n: int) -> dict:
+    """One recipe trained on each fold: its summed errors, per fold, mean validation loss."""
+    from gptcls.log import cli_logging
+
+    t0 = time.perf_counter()
+    with cli_logging(30):  # warnings only: one line per recipe below
+        results = [run_fold(args.model, setting, root / f"fold{k}", runs / f"f{k}", args.seed)
+                   for k in range(args.folds)]
+    row = {"setting": setting, "errors": sum(r["errors"] for r in results), "n": n,
+           "per_fold": [r["errors"] for r in results],
+           "val_loss": sum(r["val_loss"] for r in results) / len(results),
+           "seconds": time.perf_counter() - t0}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     from gptcls.data.splits import load_splits, write_split_csv
-    from gptcls.log import cli_logging
     from gptcls.options import DataOptions
+    from gptcls.training.trunk_memo import MEMO
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -94,17 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         write_split_csv(root / f"fold{k}" / "train.csv", rest, splits.labels)
         write_split_csv(root / f"fold{k}" / "validation.csv", part, splits.labels)
     rows = []
-    for i, setting in enumerate(parse_grid(args.grid)):
-        t0 = time.perf_counter()
-        with cli_logging(30):  # warnings only: one line per fold below
-            results = [run_fold(args.model, setting, root / f"fold{k}", root / f"r{i}-f{k}",
-                                root / "trunk-cache", args.seed) for k in range(args.folds)]
-        row = {"setting": setting, "errors": sum(r["errors"] for r in results),
-               "n": len(pool), "per_fold": [r["errors"] for r in results],
-               "val_loss": sum(r["val_loss"] for r in results) / len(results),
-               "seconds": time.perf_counter() - t0}
-        print(json.dumps(row), file=sys.stderr, flush=True)
-        rows.append(row)
+    with MEMO.sharing(limit_mb=8192):
+        for i, setting in enumerate(parse_grid(args.grid)):
+            rows.append(cv_row(args, setting, root / f"r{i}", root, len(pool)))
     rows.sort(key=lambda r: (r["errors"], r["val_loss"]))
     print(f"\n{args.model}, {args.folds}-fold CV on the chapter's {len(pool):,} training + "
           f"validation SMS, seed {args.seed}\n")

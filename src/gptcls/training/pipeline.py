@@ -25,7 +25,7 @@ from gptcls.data.examples import SPLIT_NAMES
 from gptcls.data.multilabel import check_multi_label, targets
 from gptcls.data.splits import Splits, load_splits, write_splits
 from gptcls.device import device_for, resolve_precision
-from gptcls.distributed import finish, from_env, local_device
+from gptcls.distributed import Dist, finish, from_env, local_device
 from gptcls.errors import GptclsError
 from gptcls.evaluation.calibration import RELIABILITY_PLOT, Calibration
 from gptcls.evaluation.metrics import classification_report
@@ -56,6 +56,7 @@ from gptcls.training.trunk_cache import (
     cache_size_mb,
     trunk_fingerprint,
 )
+from gptcls.training.trunk_memo import MEMO
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -165,15 +166,25 @@ def _prepare(opts: RunOptions, splits: Splits, device: torch.device, dist,
     elif precision == "int8":  # int8 quantizes the cached trunk only; nothing here is frozen once
         _log("--precision int8: the trunk is not cached, so every layer runs in fp32")
     t0 = time.perf_counter()
-    stores = {name: build_store(model, ids[name], targets(splits[name], splits.labels),
-                                 cache, device, desc=name,
-                                 precision=precision,
-                                 cache_dir=opts.train.trunk_cache_dir, dist=dist)
+    stores = {name: _store(model, ids[name], targets(splits[name], splits.labels), cache,
+                           device, name, precision, opts.train.trunk_cache_dir, dist)
               for name in SPLIT_NAMES}
     group_stores(stores, groups)  # --long-text chunk: items are windows of texts
     times["trunk_cache_s"] = time.perf_counter() - t0
     return _Prepared(model, tokenizer, pretrained, policy, n_blocks, ids, max_length, cache,
                      precision, stores)
+
+
+def _store(model: ClassifierModel, ids: list[list[int]], labels: Any, cache: bool,
+           device: torch.device, name: str, precision: str, cache_dir: str | None,
+           dist: Dist) -> Store:
+    """One split's Store: through the process's trunk memo while it is shared (one trunk
+    pass per text across in-process trainings), else computed for this split."""
+    if cache and MEMO.shared_mb > 0 and dist.world == 1:
+        key = trunk_fingerprint(model, [], precision)
+        return MEMO.store(model, key, ids, labels, device, precision, MEMO.shared_mb, cache_dir)
+    return build_store(model, ids, labels, cache, device, desc=name, precision=precision,
+                       cache_dir=cache_dir, dist=dist)
 
 
 def _quiet(msg: str) -> None:

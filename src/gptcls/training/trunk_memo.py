@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -38,6 +39,19 @@ class TrunkMemo:
         self._lock = threading.Lock()  # a threading joblib backend may fit in parallel
         self.computed = 0  # distinct texts run through a trunk
         self.reused = 0  # distinct texts found here instead
+        self.shared_mb = 0.0  # > 0 within `sharing`: run_training's stores come from here too
+
+    @contextmanager
+    def sharing(self, limit_mb: float) -> Iterator[None]:
+        """Within it, `run_training` (the CLI's pipeline) takes its cached splits from this memo
+        too, so in-process trainings over overlapping texts (bench/recipe_cv.py's folds and
+        recipes) run the trunk once per text instead of once per split. Emptied on exit."""
+        self.shared_mb = limit_mb
+        try:
+            yield
+        finally:
+            self.shared_mb = 0.0
+            self.clear()
 
     def store(self, model: ClassifierModel, trunk_key: str, ids: Sequence[Sequence[int]],
               labels: Sequence[int], device: torch.device, precision: str,
