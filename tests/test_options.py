@@ -115,7 +115,8 @@ def _cli(*argv: str) -> RunOptions:
 @pytest.mark.parametrize("family", [p for p in RECIPES if p])
 def test_a_flag_given_beats_the_recipe(family):
     model = {"gpt2": "gpt2-small", "smollm2": "smollm2-135m-instruct-q4",
-             "gemma3": "gemma3-270m-q4", "gemma-3": "google/gemma-3-270m"}[family]
+             "gemma3": "gemma3-270m-q4", "gemma-3": "google/gemma-3-270m",
+             "qwen": "qwen2.5-coder-0.5b-instruct-q4"}[family]
     recipe = recipe_for(model)
     for name, v in recipe.items():  # no flag: the recipe's value
         assert value(_cli("--model", model), name) == v
@@ -136,6 +137,7 @@ def test_recipes_are_data_over_recipe_options():
         assert r.source and all(OPTIONS[k].recipe for k in r.options), prefix
     assert recipe_for("runs/SmolLM2-custom.gguf")["pooling"] == "last+mean"  # by file name
     assert recipe_for("google/gemma-3-270m") == recipe_for("gemma3-270m-q4")
+    assert recipe_for("Qwen/Qwen3-0.6B")["pooling"] == "last+mean"  # hub IDs by their name
 
 
 def test_resolved_options_are_frozen():

@@ -279,7 +279,7 @@ def test_train_says_once_when_the_export_needs_remote_code(tmp_path, capsys):
     source = save_hf_model("qwen3", tmp_path / "qwen3")
     data = write_csv(tmp_path / "d.csv")
     common = ["train", "--model", str(source), "--data", str(data), "--epochs", "1",
-              "--lr", "1e-2"]
+              "--lr", "1e-2", "--pooling", "last"]  # Qwen's recipe pools last+mean
     assert main([*common, "--out", str(tmp_path / "biased")]) == 0
     err = capsys.readouterr().err
     assert err.count("trust_remote_code") == 1 and "--no-head-bias" in err

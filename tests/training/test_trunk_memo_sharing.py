@@ -45,6 +45,7 @@ def folds(tmp_path):
 
 
 def test_shared_memo_runs_the_trunk_once_per_text(tmp_path, folds):
+    MEMO.clear()  # other tests' estimators leave texts in the process's memo
     before = MEMO.stats()["computed"]
     with MEMO.sharing(limit_mb=64):
         shared = [train(files, tmp_path / f"shared{i}") for i, files in enumerate(folds)]
