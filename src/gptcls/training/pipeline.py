@@ -166,25 +166,27 @@ def _prepare(opts: RunOptions, splits: Splits, device: torch.device, dist,
     elif precision == "int8":  # int8 quantizes the cached trunk only; nothing here is frozen once
         _log("--precision int8: the trunk is not cached, so every layer runs in fp32")
     t0 = time.perf_counter()
-    stores = {name: _store(model, ids[name], targets(splits[name], splits.labels), cache,
-                           device, name, precision, opts.train.trunk_cache_dir, dist)
-              for name in SPLIT_NAMES}
+    stores = _stores(model, ids, splits, cache, device, precision, opts.train.trunk_cache_dir,
+                     dist)
     group_stores(stores, groups)  # --long-text chunk: items are windows of texts
     times["trunk_cache_s"] = time.perf_counter() - t0
     return _Prepared(model, tokenizer, pretrained, policy, n_blocks, ids, max_length, cache,
                      precision, stores)
 
 
-def _store(model: ClassifierModel, ids: list[list[int]], labels: Any, cache: bool,
-           device: torch.device, name: str, precision: str, cache_dir: str | None,
-           dist: Dist) -> Store:
-    """One split's Store: through the process's trunk memo while it is shared (one trunk
-    pass per text across in-process trainings), else computed for this split."""
+def _stores(model: ClassifierModel, ids: dict[str, list[list[int]]], splits: Splits,
+            cache: bool, device: torch.device, precision: str, cache_dir: str | None,
+            dist: Dist) -> dict[str, Store]:
+    """Each split's Store: through the process's trunk memo while it is shared (one trunk
+    pass per text across in-process trainings), else computed per split."""
+    labels = {name: targets(splits[name], splits.labels) for name in SPLIT_NAMES}
     if cache and MEMO.shared_mb > 0 and dist.world == 1:
-        key = trunk_fingerprint(model, [], precision)
-        return MEMO.store(model, key, ids, labels, device, precision, MEMO.shared_mb, cache_dir)
-    return build_store(model, ids, labels, cache, device, desc=name, precision=precision,
-                       cache_dir=cache_dir, dist=dist)
+        key = trunk_fingerprint(model, [], precision)  # once: it hashes the trunk's weights
+        return {name: MEMO.store(model, key, ids[name], labels[name], device, precision,
+                                 MEMO.shared_mb, cache_dir) for name in SPLIT_NAMES}
+    return {name: build_store(model, ids[name], labels[name], cache, device, desc=name,
+                              precision=precision, cache_dir=cache_dir, dist=dist)
+            for name in SPLIT_NAMES}
 
 
 def _quiet(msg: str) -> None:
