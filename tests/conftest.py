@@ -1,9 +1,15 @@
 """Shared fixtures: the real SMS file (never copied into the repo) and one trained tiny run."""
 
+import os
 from pathlib import Path
 
 import pytest
 from helpers import SMS_PATH
+
+# "auto" precision is fp32 on every machine the suite runs on, in this process and the ones it
+# starts (CLI, server, torchrun): the parity checks compare fp32 paths. The bf16 paths are
+# tested by pretending the CPU has fast bf16 (monkeypatching gptcls.device.cpu_has_native_bf16).
+os.environ["GPTCLS_BF16"] = "0"
 
 
 @pytest.fixture(scope="session")

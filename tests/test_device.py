@@ -93,6 +93,7 @@ def bf16_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path):
     """A CPU that reports AVX512-BF16, whose measured bf16/fp32 speed the test sets; the
     measurement is remembered in a cache folder of the test's own."""
     monkeypatch.setenv("GPTCLS_CACHE", str(tmp_path))
+    monkeypatch.delenv("GPTCLS_BF16", raising=False)  # the suite's own setting (conftest)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     calls = []
 
@@ -125,3 +126,13 @@ def test_the_bf16_measurement_is_made_once_per_machine(bf16_cpu, tmp_path) -> No
     assert len(calls) == 2 and (tmp_path / "cpu-bf16.json").is_file()
     bf16_cpu(fp32_s=1.0, bf16_s=2.0)  # a later, noisier measurement would disagree: not taken
     assert dev.bf16_speedup() == pytest.approx(2.5) and len(calls) == 2
+
+
+@pytest.mark.parametrize("value", ["0", "1"])
+def test_gptcls_bf16_in_the_environment_settles_auto_without_measuring(bf16_cpu, monkeypatch,
+                                                                       value) -> None:
+    calls = bf16_cpu(fp32_s=1.0, bf16_s=0.4)  # fast bf16, were it measured
+    monkeypatch.setenv("GPTCLS_BF16", value)
+    assert dev.cpu_has_native_bf16() is (value == "1")
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if value == "1" else "fp32")
+    assert calls == []

@@ -81,5 +81,6 @@ def test_save_run_and_checkpoints_follow_the_umask_not_a_fixed_mode(tmp_path):
     assert not list((tmp_path / "run").rglob("*.tmp"))
     _, loaded, _ = load_run(tmp_path / "run")  # and what was written reads back
     x = torch.tensor([[1, 2, 3]])
+    # Same weights; a BLAS may still round differently for differently aligned copies.
     torch.testing.assert_close(loaded(x, torch.tensor([3])), model.eval()(x, torch.tensor([3])),
-                               atol=0, rtol=0)
+                               atol=1e-6, rtol=0)

@@ -147,3 +147,37 @@ def test_padded_batches_skip_the_padding_and_give_each_text_its_own_result(name)
             last = model.run_blocks(model.embed(idx), query_pos=lengths - 1, lengths=lengths)
             torch.testing.assert_close(last[b, 0], alone[0, -1], atol=1e-5, rtol=1e-5)
         assert torch.isfinite(h).all() and not h[1, 5:].any()  # padding rows: 0
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_bf16_training_attends_in_fp32_and_matches_the_bf16_forward(monkeypatch, causal):
+    """Under CPU bf16 autocast, attention that autograd differentiates runs SDPA on fp32
+    copies (bf16's CPU backward is several times slower); inference keeps bf16 SDPA. Both
+    give the fp32 result to bf16's rounding, and the gradients follow the fp32 ones."""
+    torch.manual_seed(0)
+    attn = Attention(16, 4, 2, 8, bias=True, proj_bias=True, causal=causal)
+    rope = RoPE(8, 64, 10000.0)
+    x = torch.randn(3, 12, 16, requires_grad=True)
+    lengths = torch.tensor([12, 7, 4])
+    seen = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def sdpa(q, *a, **k):
+        seen.append(q.dtype)
+        return real_sdpa(q, *a, **k)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", sdpa)
+    ref = attn(x, rope, None, lengths)
+    ref.square().sum().backward()
+    ref_grad = x.grad.clone()
+    x.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x, rope, None, lengths)
+        with torch.no_grad():
+            frozen = attn(x, rope, None, lengths)
+    out.float().square().sum().backward()
+    assert seen == [torch.float32, torch.float32, torch.bfloat16]
+    assert out.dtype == frozen.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(frozen.float(), ref, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(x.grad, ref_grad, atol=5e-2, rtol=5e-2)
