@@ -49,15 +49,17 @@ def pooled_features(model: ClassifierModel, ids: list[list[int]], device: torch.
         model.eval()
         first, owner = unique_sequences(ids)
         out: list[torch.Tensor | None] = [None] * len(first)
-        bar = progress(len(first), "trunk pass (audit)", "texts")
-        for chunk in length_batches([len(ids[i]) for i in first], batch_tokens, max_batch=512):
+        sizes = [len(ids[i]) for i in first]
+        # In tokens, as trunk_cache's pass: shortest texts first, so texts would skew the ETA.
+        bar = progress(sum(sizes), "trunk pass (audit)", "tokens")
+        for chunk in length_batches(sizes, batch_tokens, max_batch=512):
             x, lengths = pad_batch([torch.tensor(ids[first[c]]) for c in chunk])
             x, lengths = x.to(device), lengths.to(device)
             with autocast(device, precision):
                 feats = model.top(model.trunk(x, lengths), lengths).float().cpu()  # (B, D)
             for row, c in enumerate(chunk):
                 out[c] = feats[row]
-            bar.update(len(chunk))
+            bar.update(int(lengths.sum()))
         bar.close()
     finally:
         model.head = head

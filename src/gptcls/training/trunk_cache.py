@@ -81,14 +81,17 @@ def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[i
     trunk = int8_trunk(model) if precision == "int8" else model
     out: dict[int, torch.Tensor] = {}
     mine = list(range(dist.rank, len(first), dist.world))
-    bar = progress(len(mine), f"trunk pass ({desc})", "texts", enabled=dist.main)
-    for chunk in length_batches([len(ids[first[j]]) for j in mine], batch_tokens, max_batch=512):
+    sizes = [len(ids[first[j]]) for j in mine]
+    # Counted in tokens: the texts run shortest first, so a count of texts would promise an
+    # ETA that the long ones at the end break.
+    bar = progress(sum(sizes), f"trunk pass ({desc})", "tokens", enabled=dist.main)
+    for chunk in length_batches(sizes, batch_tokens, max_batch=512):
         x, lengths = pad_batch([items[first[mine[c]]] for c in chunk])
         with autocast(device, precision):
             h = trunk.trunk(x.to(device), lengths.to(device)).float()  # (B, T, C)
         for row, c in enumerate(chunk):
             out[mine[c]] = h[row, : lengths[row]].clone()
-        bar.update(len(chunk))
+        bar.update(int(lengths.sum()))
     bar.close()
     out = gather_dict(out, dist)
     distinct = [out[j] for j in range(len(first))]
