@@ -5,7 +5,7 @@ import torch
 
 from gptcls.errors import GptclsError
 from gptcls.models import PRESETS, build_backbone, preset_config
-from gptcls.models.attention import Attention
+from gptcls.models.attention import MATH_MAX_T, Attention, attend, causal_attention_bf16
 from gptcls.models.base import ModelConfig
 from gptcls.models.generate import generate
 from gptcls.models.rope import RoPE
@@ -152,8 +152,9 @@ def test_padded_batches_skip_the_padding_and_give_each_text_its_own_result(name)
 @pytest.mark.parametrize("causal", [True, False])
 def test_bf16_training_attends_in_fp32_and_matches_the_bf16_forward(monkeypatch, causal):
     """Under CPU bf16 autocast, attention that autograd differentiates runs SDPA on fp32
-    copies (bf16's CPU backward is several times slower); inference keeps bf16 SDPA. Both
-    give the fp32 result to bf16's rounding, and the gradients follow the fp32 ones."""
+    copies (bf16's CPU backward is several times slower); inference stays bf16 (plain causal
+    attention of short texts by two bf16 products, anything else by SDPA). All give the fp32
+    result to bf16's rounding, and the gradients follow the fp32 ones."""
     torch.manual_seed(0)
     attn = Attention(16, 4, 2, 8, bias=True, proj_bias=True, causal=causal)
     rope = RoPE(8, 64, 10000.0)
@@ -176,8 +177,38 @@ def test_bf16_training_attends_in_fp32_and_matches_the_bf16_forward(monkeypatch,
         with torch.no_grad():
             frozen = attn(x, rope, None, lengths)
     out.float().square().sum().backward()
-    assert seen == [torch.float32, torch.float32, torch.bfloat16]
+    # the reference, the training forward; then inference: no SDPA call where it is causal
+    assert seen == [torch.float32, torch.float32] + ([] if causal else [torch.bfloat16])
     assert out.dtype == frozen.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
     torch.testing.assert_close(frozen.float(), ref, atol=3e-2, rtol=3e-2)
     torch.testing.assert_close(x.grad, ref_grad, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("heads,kv,T,scale", [(9, 3, 16, None), (4, 4, 33, None),
+                                              (8, 2, 128, 0.3)])
+def test_bf16_causal_attention_matches_sdpa(heads, kv, T, scale):
+    """The explicit bf16 route (short causal texts, no grad) equals fp32 SDPA with the same
+    grouped heads and scale, to bf16's rounding; longer texts go to SDPA."""
+    torch.manual_seed(0)
+    q = torch.randn(3, heads, T, 16)
+    k, v = torch.randn(3, kv, T, 16), torch.randn(3, kv, T, 16)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(heads // kv, 1), v.repeat_interleave(heads // kv, 1),
+        is_causal=True, scale=scale)
+    out = causal_attention_bf16(q, k, v, scale)
+    assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for t in (T, MATH_MAX_T + 1):
+            x = [torch.randn(1, heads, t, 16), torch.randn(1, kv, t, 16),
+                 torch.randn(1, kv, t, 16)]
+            torch.nn.functional.scaled_dot_product_attention = lambda *a, **kw: (
+                calls.append(a[0].shape[2]) or real(*a, **kw))
+            try:
+                attend(*x, None, True, 0.0, scale, {"enable_gqa": True} if kv != heads else {})
+            finally:
+                torch.nn.functional.scaled_dot_product_attention = real
+    assert calls == [MATH_MAX_T + 1]
