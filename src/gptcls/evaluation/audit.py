@@ -59,7 +59,7 @@ def pooled_features(model: ClassifierModel, ids: list[list[int]], device: torch.
                 feats = model.top(model.trunk(x, lengths), lengths).float().cpu()  # (B, D)
             for row, c in enumerate(chunk):
                 out[c] = feats[row]
-            bar.update(int(lengths.sum()))
+            bar.update(sum(sizes[c] for c in chunk))  # no device sync
         bar.close()
     finally:
         model.head = head

@@ -21,29 +21,25 @@ from gptcls.models.rope import RoPE
 _SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
-def _slow_bf16_backward(q: torch.Tensor) -> bool:
-    """True for bf16 CPU attention that autograd will differentiate. Why: torch's CPU flash
-    attention backward in bf16 runs 3-4x slower than in fp32 (8 texts of 40 tokens, 9 heads:
-    5.4 vs 1.4 ms forward + backward on a 2-core AMD EPYC), so training's trainable blocks
-    attend in fp32; the forward alone (inference, the frozen trunk) is faster in bf16."""
-    return _cpu_bf16(q) and q.requires_grad and torch.is_grad_enabled()
-
-
 MATH_MAX_T = 128  # the longest batch the explicit bf16 route below measured faster for
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
            causal: bool, drop: float, scale: float | None, extra: dict) -> torch.Tensor:
     """scaled_dot_product_attention of q (B, H, Tq, D), k and v (B, KV, T, D), by the route
-    that is fastest for the case on a CPU under bf16; elsewhere SDPA itself."""
-    if _slow_bf16_backward(q):
-        with torch.autocast("cpu", enabled=False):
-            return F.scaled_dot_product_attention(
-                q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal,
-                dropout_p=drop, scale=scale, **extra).to(torch.bfloat16)
-    if (mask is None and causal and drop == 0.0 and q.shape[2] == k.shape[2] <= MATH_MAX_T
-            and _cpu_bf16(q) and not (q.requires_grad and torch.is_grad_enabled())):
-        return causal_attention_bf16(q, k, v, scale)
+    that is fastest for the case on a CPU under bf16; elsewhere SDPA itself. Why: torch's CPU
+    flash attention in bf16 runs its backward 3-4x slower than fp32's (8 texts of 40 tokens,
+    9 heads: 5.4 vs 1.4 ms forward + backward on a 2-core AMD EPYC), so attention that
+    autograd differentiates runs in fp32; without grad, short plain causal batches take
+    `causal_attention_bf16`."""
+    if _cpu_bf16(q):
+        if q.requires_grad and torch.is_grad_enabled():
+            with torch.autocast("cpu", enabled=False):
+                return F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), attn_mask=mask, is_causal=causal,
+                    dropout_p=drop, scale=scale, **extra).to(torch.bfloat16)
+        if mask is None and causal and drop == 0.0 and q.shape[2] == k.shape[2] <= MATH_MAX_T:
+            return causal_attention_bf16(q, k, v, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                           dropout_p=drop, scale=scale, **extra)
 

@@ -91,7 +91,7 @@ def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[i
             h = trunk.trunk(x.to(device), lengths.to(device)).float()  # (B, T, C)
         for row, c in enumerate(chunk):
             out[mine[c]] = h[row, : lengths[row]].clone()
-        bar.update(int(lengths.sum()))
+        bar.update(sum(sizes[c] for c in chunk))
     bar.close()
     out = gather_dict(out, dist)
     distinct = [out[j] for j in range(len(first))]
