@@ -4,6 +4,7 @@ weights, transformers' greedy loop, and the book's GPTModel re-implemented at ti
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import math
 import socket
@@ -16,9 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gptcls.classifier.encoding import pad_batch
 from gptcls.classifier.model import ClassifierModel
 from gptcls.files import sha256_file
 from gptcls.models import build_backbone, preset_config
+from gptcls.models.base import ModelConfig
 from gptcls.models.weights.offline import locate_smollm2_gguf
 
 TESTS = Path(__file__).resolve().parent
@@ -133,6 +136,35 @@ def tiny_classifier(name="gpt2-tiny", pooling="last", blocks=1, seed=0) -> Class
     model = ClassifierModel(build_backbone(preset_config(name)), 2, pooling)
     model.set_trainable(blocks)
     return model
+
+
+def family_config(family: str) -> ModelConfig:
+    """Tiny Qwen3 (q/k norms) and Gemma 3 (sliding layers, post-norms, GeGLU) configs."""
+    c = ModelConfig(family=family, vocab_size=300, context_length=128, emb_dim=32, n_layers=2,
+                    n_heads=4, n_kv_heads=2, hidden_dim=64, qkv_bias=False, rope_theta=1e4,
+                    tie_embeddings=True)
+    if family == "qwen3":
+        c = dataclasses.replace(c, qk_norm=True, head_dim=8)
+    if family == "gemma3":
+        c = dataclasses.replace(c, qk_norm=True, head_dim=8, rope_local_theta=1e3,
+                                sliding_window=4,
+                                layer_types=["sliding_attention", "full_attention"],
+                                embed_scale=4.0, attn_scale=0.25, mlp_act="gelu_tanh")
+    return c
+
+
+def family_model(name: str) -> ClassifierModel:
+    torch.manual_seed(0)
+    config = preset_config(name) if name.endswith("-tiny") else family_config(name)
+    model = ClassifierModel(build_backbone(config), 2, "last+mean")
+    model.set_trainable(1)
+    return model.eval()
+
+
+def model_logits(model: ClassifierModel, ids: list[list[int]]) -> torch.Tensor:
+    x, lengths = pad_batch([torch.tensor(s) for s in ids])
+    with torch.inference_mode():
+        return model(x, lengths)
 
 
 def synthetic(n=64, seed=0):

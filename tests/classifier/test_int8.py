@@ -6,23 +6,19 @@ models (so a broken quantization, which moves logits by their whole spread, stil
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 import torch
-from helpers import CPU, synthetic, tiny_classifier
+from helpers import CPU, family_model, model_logits, synthetic, tiny_classifier
 from torch import nn
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.classifier.encoding import pad_batch
-from gptcls.classifier.int8 import fused_copy, int8_copy, int8_trunk, quantize_linear_int8
-from gptcls.classifier.model import ClassifierModel
+from gptcls.classifier.int8 import quantize_linear_int8
+from gptcls.classifier.twin import fused_copy, int8_copy
 from gptcls.cli.main import main
 from gptcls.device import autocast, effective_precision, resolve_precision
 from gptcls.errors import GptclsError
-from gptcls.models import build_backbone, preset_config
-from gptcls.models.base import ModelConfig
 from gptcls.models.layers import fuse_linears
 from gptcls.models.lora import LoRALinear
 from gptcls.training.trunk_cache import build_store, trunk_fingerprint
@@ -31,42 +27,13 @@ from gptcls.training.trunk_cache import build_store, trunk_fingerprint
 REL_TOL = 0.15
 
 
-def family_config(family: str) -> ModelConfig:
-    """Tiny Qwen3 (q/k norms) and Gemma 3 (sliding layers, post-norms, GeGLU) configs."""
-    c = ModelConfig(family=family, vocab_size=300, context_length=128, emb_dim=32, n_layers=2,
-                    n_heads=4, n_kv_heads=2, hidden_dim=64, qkv_bias=False, rope_theta=1e4,
-                    tie_embeddings=True)
-    if family == "qwen3":
-        c = dataclasses.replace(c, qk_norm=True, head_dim=8)
-    if family == "gemma3":
-        c = dataclasses.replace(c, qk_norm=True, head_dim=8, rope_local_theta=1e3,
-                                sliding_window=4,
-                                layer_types=["sliding_attention", "full_attention"],
-                                embed_scale=4.0, attn_scale=0.25, mlp_act="gelu_tanh")
-    return c
-
-
-def model_for(name: str) -> ClassifierModel:
-    torch.manual_seed(0)
-    config = preset_config(name) if name.endswith("-tiny") else family_config(name)
-    model = ClassifierModel(build_backbone(config), 2, "last+mean")
-    model.set_trainable(1)
-    return model.eval()
-
-
-def logits(model: ClassifierModel, ids: list[list[int]]) -> torch.Tensor:
-    x, lengths = pad_batch([torch.tensor(s) for s in ids])
-    with torch.inference_mode():
-        return model(x, lengths)
-
-
 @pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny", "qwen3", "gemma3"])
 def test_int8_logits_are_close_to_fp32_and_the_fp32_model_is_untouched(name: str) -> None:
-    model = model_for(name)
+    model = family_model(name)
     ids, _ = synthetic(48)
-    ref = logits(model, ids)
+    ref = model_logits(model, ids)
     twin = int8_copy(model)
-    got = logits(twin, ids)
+    got = model_logits(twin, ids)
     assert (got - ref).abs().max() <= REL_TOL * ref.std()
     assert not torch.equal(got, ref)  # the int8 kernels did run
     quantized = [m for m in twin.backbone.blocks.modules() if type(m).__name__ == "Int8Linear"]
@@ -76,25 +43,25 @@ def test_int8_logits_are_close_to_fp32_and_the_fp32_model_is_untouched(name: str
     assert all(type(m) is not nn.Linear or m.weight.dtype == torch.float32
                for m in model.modules())
     assert not any(type(m).__name__ == "Int8Linear" for m in model.modules())
-    torch.testing.assert_close(logits(model, ids), ref, atol=0, rtol=0)
+    torch.testing.assert_close(model_logits(model, ids), ref, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny", "qwen3", "gemma3"])
 def test_fused_blocks_compute_what_the_separate_layers_do(name: str) -> None:
-    model = model_for(name)  # the last block queries one position (the shortcut)
+    model = family_model(name)  # the last block queries one position (the shortcut)
     ids, _ = synthetic(24)
-    ref = logits(model, ids)
+    ref = model_logits(model, ids)
     fused = [fused_copy(b) for b in model.backbone.blocks]
     assert all(b.attn.qkv is not None and b.attn.q is None for b in fused)
     model.backbone.blocks = nn.ModuleList(fused)
-    torch.testing.assert_close(logits(model, ids), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model_logits(model, ids), ref, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["llama-tiny", "gemma3"])
 def test_fusing_before_int8_changes_no_result(name: str) -> None:
     # q, k and v (gate and up) see one input, so its per-tensor int8 scale is the same fused
     # or not, and the weights' scales are per output channel: the same integers either way.
-    block = model_for(name).backbone.blocks[0]
+    block = family_model(name).backbone.blocks[0]
     x = torch.randn(3, 7, block.attn.q.in_features)
     with torch.inference_mode():
         separate = quantize_linear_int8(block)(x)
@@ -110,22 +77,10 @@ def test_only_plain_linears_are_fused() -> None:
 
 
 def test_int8_copy_of_the_trunk_quantizes_only_the_frozen_blocks() -> None:
-    model = model_for("llama-tiny")  # 2 blocks, the last trains
+    model = family_model("llama-tiny")  # 2 blocks, the last trains
     twin = int8_copy(model, model.first_trainable)
     assert twin.backbone.blocks[1] is model.backbone.blocks[1]
     assert type(twin.backbone.blocks[0].mlp.down).__name__ == "Int8Linear"
-
-
-def test_int8_trunk_is_reused_until_the_frozen_weights_change() -> None:
-    model = model_for("llama-tiny")
-    twin = int8_trunk(model)
-    assert int8_trunk(model) is twin  # one quantization for the train/validation/test passes
-    with torch.no_grad():
-        model.backbone.blocks[1].mlp.up.weight.add_(1.0)  # a trainable block: no effect
-    assert int8_trunk(model) is twin
-    with torch.no_grad():
-        model.backbone.blocks[0].mlp.up.weight.mul_(2.0)
-    assert int8_trunk(model) is not twin
 
 
 def test_quantize_linear_int8_leaves_its_argument_alone() -> None:
@@ -167,7 +122,7 @@ def test_classifier_int8_labels_agree_with_fp32(tiny_run, tiny_clf, tiny_test_te
     agree = (p32.argmax(1) == p8.argmax(1)).mean()
     assert agree >= 0.95, agree  # measured: 1.0 on these 300 texts
     assert abs(p32 - p8).max() < 0.1  # measured: well under 0.05
-    assert clf8.model is not clf8.int8_model()  # the fp32 model is what saves and exports
+    assert clf8.model is not clf8.twin_model()  # the fp32 model is what saves and exports
 
 
 def test_cli_classify_int8(tiny_run, capsys) -> None:

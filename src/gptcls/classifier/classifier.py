@@ -17,10 +17,10 @@ from gptcls.classifier.encoding import (
     pad_batch,
     unique_sequences,
 )
-from gptcls.classifier.int8 import int8_copy
 from gptcls.classifier.model import ClassifierModel
 from gptcls.classifier.multilabel import evaluate_multilabel, label_sets, run_thresholds
 from gptcls.classifier.run_dir import load_run, save_run
+from gptcls.classifier.twin import TWIN_PRECISIONS, blocks_stamp, twin_copy
 from gptcls.classifier.windows import (
     CHUNK_REDUCTIONS,
     reduce_windows,
@@ -51,7 +51,8 @@ class Classifier:
         if precision == "int8":
             check_int8_device(self.device)
         self.model = model.to(self.device).eval()
-        self._int8: ClassifierModel | None = None  # built at the first int8 prediction
+        # Built at the first int8/bf16 prediction, again when the weights have changed since.
+        self._twin: tuple[tuple, ClassifierModel] | None = None
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", precision: str = "auto"
@@ -128,7 +129,7 @@ class Classifier:
         probabilities come back in input order."""
         first, owner = unique_sequences(ids)
         probs = np.zeros((len(first), len(self.labels)), dtype=np.float32)
-        model = self.int8_model() if self.precision == "int8" else self.model
+        model = self.twin_model()
         for chunk in length_batches([len(ids[i]) for i in first], batch_tokens, max_batch):
             x, lengths = pad_batch([torch.tensor(ids[first[j]]) for j in chunk])
             with autocast(self.device, self.precision):
@@ -143,12 +144,16 @@ class Classifier:
             return torch.sigmoid(logits)
         return torch.softmax(logits / self.config.temperature, -1)
 
-    def int8_model(self) -> ClassifierModel:
-        """The model with every block's linear layers in int8 (the fp32 `model` stays, for
-        saving and exports), made from the weights as they are at the first call."""
-        if self._int8 is None:
-            self._int8 = int8_copy(self.model)
-        return self._int8
+    def twin_model(self) -> ClassifierModel:
+        """What predictions run: under int8 or bf16, the model with every block's linear
+        layers in that precision (twin.py; the fp32 `model` stays, for saving and exports),
+        rebuilt when the model or its blocks' weights have changed; else `model` itself."""
+        if self.precision not in TWIN_PRECISIONS:
+            return self.model
+        stamp = (id(self.model), blocks_stamp(self.model))
+        if self._twin is None or self._twin[0] != stamp:
+            self._twin = (stamp, twin_copy(self.model, self.precision))
+        return self._twin[1]
 
     def evaluate(self, path: str | Path, long_text: str | None = None, chunk_reduce: str = "mean",
                  **read_options) -> dict:

@@ -7,23 +7,19 @@ projections and MLPs are nearly all of a block's work. Weights are int8 per outp
 int32, output fp32. Embeddings, norms, attention itself and the classification head stay fp32,
 and so does everything that trains.
 
-The fp32 model is kept untouched: `int8_copy` builds a second model that shares every fp32
-weight except the quantized blocks' linears, so a run directory still saves fp32 weights.
+The fp32 model is kept untouched: twin.py's `int8_copy` builds a second model that shares every
+fp32 weight except the quantized blocks' linears, so a run directory still saves fp32 weights.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import warnings
-import weakref
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from gptcls.classifier.model import ClassifierModel
-from gptcls.device import check_int8_device
 from gptcls.errors import GptclsError
 
 INT8_ALTERNATIVES = "use --precision fp32, or `gptcls export --onnx --int8` for an int8 model"
@@ -76,48 +72,3 @@ def cpu_has_vnni() -> bool:
     except OSError:
         return False
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def int8_copy(model: ClassifierModel, n_blocks: int | None = None) -> ClassifierModel:
-    """A model computing like `model` with its first `n_blocks` blocks (default: all) in int8.
-    Every other parameter and module is shared with `model`, not copied (the frozen trunk
-    pass quantizes only the frozen blocks; the trainable ones stay as they train)."""
-    check_int8_device(next(model.parameters()).device)
-    blocks = list(model.backbone.blocks)
-    n = len(blocks) if n_blocks is None else n_blocks
-    # deepcopy's memo: objects found in it are reused as they are, so the copy shares them.
-    memo: dict[int, object] = {id(p): p for p in model.parameters()}
-    memo.update({id(b): b for b in blocks[n:]})
-    # fused_copy already copies each block: quantizing that copy in place copies once, not twice.
-    memo.update({id(b): quantize_linear_int8(fused_copy(b), inplace=True) for b in blocks[:n]})
-    twin = copy.deepcopy(model, memo)
-    return twin.eval()
-
-
-def fused_copy(block: nn.Module) -> nn.Module:
-    """A copy of `block` with q/k/v and gate/up fused into one layer each (`fuse`): the same
-    results, while int8 quantizes the shared input once and multiplies once (fewer, larger
-    products: what small server batches need)."""
-    block = copy.deepcopy(block)
-    for module in list(block.modules()):
-        if hasattr(module, "fuse"):
-            module.fuse()
-    return block
-
-
-# The trunk pass runs once per split (and per batch of new texts in the estimator): one twin
-# per model, kept while the model lives, rebuilt when its frozen weights change.
-_TRUNKS: weakref.WeakKeyDictionary[ClassifierModel, tuple[tuple, ClassifierModel]] = (
-    weakref.WeakKeyDictionary())
-
-
-def int8_trunk(model: ClassifierModel) -> ClassifierModel:
-    """`int8_copy(model, model.first_trainable)`, reused while the frozen blocks' parameters
-    are unchanged (torch counts in-place changes in each tensor's _version)."""
-    n = model.first_trainable
-    stamp = (n, tuple(p._version for b in model.backbone.blocks[:n] for p in b.parameters()))
-    kept = _TRUNKS.get(model)
-    if kept is None or kept[0] != stamp:
-        kept = (stamp, int8_copy(model, n))
-        _TRUNKS[model] = kept
-    return kept[1]

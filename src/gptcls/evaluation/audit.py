@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from gptcls.classifier.encoding import length_batches, pad_batch, unique_sequences
-from gptcls.classifier.int8 import int8_copy
 from gptcls.classifier.model import ClassifierModel
+from gptcls.classifier.twin import twin_copy
 from gptcls.device import autocast
 from gptcls.errors import GptclsError
 from gptcls.progress import progress
@@ -42,8 +42,7 @@ def pooled_features(model: ClassifierModel, ids: list[list[int]], device: torch.
     policy); its head is bypassed."""
     if model.first_trainable != model.backbone.config.n_layers:
         raise ValueError("pooled_features needs a model whose every block is frozen")
-    if precision == "int8":  # a twin with int8 linears; `model` itself stays fp32
-        model = int8_copy(model)
+    model = twin_copy(model, precision)  # int8 or bf16 linears; `model` itself stays fp32
     head, model.head = model.head, nn.Identity()  # top() then returns the pooled features
     try:
         model.eval()

@@ -222,10 +222,10 @@ def _add_routes(app: Any, clf: Any, batcher: MicroBatcher, tokenizers: ThreadPoo
 
 
 def warm_up(clf: Any) -> None:
-    """Build what the first request would otherwise wait for: the int8 twin (seconds on a
-    135M model) and torch's kernels for one short text."""
-    if getattr(clf, "precision", "fp32") == "int8":
-        clf.int8_model()
+    """Build what the first request would otherwise wait for: the int8 or bf16 twin (seconds
+    on a 135M model) and torch's kernels for one short text."""
+    if hasattr(clf, "twin_model"):
+        clf.twin_model()
     clf.predict_proba_ids(clf.encode(["warm up"]))
 
 

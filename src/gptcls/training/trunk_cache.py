@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from gptcls.classifier.encoding import length_batches, pad_batch, unique_sequences
-from gptcls.classifier.int8 import int8_trunk
 from gptcls.classifier.model import ClassifierModel
+from gptcls.classifier.twin import trunk_twin
 from gptcls.device import autocast
 from gptcls.distributed import Dist, gather_dict
 from gptcls.files import save_safetensors
@@ -77,8 +77,9 @@ def build_store(model: ClassifierModel, ids: list[list[int]], labels: Sequence[i
             distinct = _read_activations(path)
             return Store([distinct[j] for j in owner], y, cached=True)
     model.eval()
-    # int8: a twin whose frozen blocks are quantized; the trainable ones stay fp32 and shared.
-    trunk = int8_trunk(model) if precision == "int8" else model
+    # int8 / bf16: a twin whose frozen blocks are quantized / hold bf16 weights; the trainable
+    # ones stay fp32 and shared.
+    trunk = trunk_twin(model, precision)
     out: dict[int, torch.Tensor] = {}
     mine = list(range(dist.rank, len(first), dist.world))
     sizes = [len(ids[first[j]]) for j in mine]
