@@ -10,7 +10,7 @@ from helpers import CPU, family_model, model_logits, synthetic, tiny_classifier
 from torch import nn
 
 from gptcls.classifier.classifier import Classifier
-from gptcls.classifier.twin import bf16_copy, drop_trunk_twins, trunk_twin, twin_copy
+from gptcls.classifier.twin import bf16_copy, drop_twins, trunk_twin, twin_copy
 from gptcls.device import autocast
 from gptcls.training.trunk_cache import build_store
 
@@ -60,7 +60,7 @@ def test_trunk_twin_is_reused_until_the_frozen_weights_change(precision: str) ->
         model.backbone.blocks[0].mlp.up.weight.mul_(2.0)
     rebuilt = trunk_twin(model, precision)
     assert rebuilt is not twin
-    drop_trunk_twins(model)
+    drop_twins(model)
     assert trunk_twin(model, precision) is not rebuilt
     assert trunk_twin(model, "fp32") is model
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from gptcls.classifier import classifier as classifier_module
+from gptcls.classifier import twin as twin_module
 from gptcls.classifier.classifier import Classifier
 from gptcls.errors import GptclsError
 from gptcls.serving import server
@@ -55,13 +55,13 @@ def test_stats_endpoint_reports_requests_not_the_warm_up(tiny_clf):
 
 def test_int8_twin_and_kernels_are_ready_before_the_first_request(tiny_clf, monkeypatch):
     built: list[int] = []
-    twin_copy = classifier_module.twin_copy
+    twin_copy = twin_module.twin_copy
 
     def counting(model, *args):
         built.append(1)
         return twin_copy(model, *args)
 
-    monkeypatch.setattr(classifier_module, "twin_copy", counting)
+    monkeypatch.setattr(twin_module, "twin_copy", counting)
     clf = Classifier(tiny_clf.config, tiny_clf.model, tiny_clf.tokenizer, "cpu", "int8")
     app = create_app(clf)
     assert built == []  # built by the startup, not by create_app

@@ -20,7 +20,7 @@ from gptcls.classifier.encoding import (
 from gptcls.classifier.model import ClassifierModel
 from gptcls.classifier.multilabel import evaluate_multilabel, label_sets, run_thresholds
 from gptcls.classifier.run_dir import load_run, save_run
-from gptcls.classifier.twin import TWIN_PRECISIONS, blocks_stamp, twin_copy
+from gptcls.classifier.twin import kept_twin
 from gptcls.classifier.windows import (
     CHUNK_REDUCTIONS,
     reduce_windows,
@@ -51,8 +51,6 @@ class Classifier:
         if precision == "int8":
             check_int8_device(self.device)
         self.model = model.to(self.device).eval()
-        # Built at the first int8/bf16 prediction, again when the weights have changed since.
-        self._twin: tuple[tuple, ClassifierModel] | None = None
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", precision: str = "auto"
@@ -147,13 +145,8 @@ class Classifier:
     def twin_model(self) -> ClassifierModel:
         """What predictions run: under int8 or bf16, the model with every block's linear
         layers in that precision (twin.py; the fp32 `model` stays, for saving and exports),
-        rebuilt when the model or its blocks' weights have changed; else `model` itself."""
-        if self.precision not in TWIN_PRECISIONS:
-            return self.model
-        stamp = (id(self.model), blocks_stamp(self.model))
-        if self._twin is None or self._twin[0] != stamp:
-            self._twin = (stamp, twin_copy(self.model, self.precision))
-        return self._twin[1]
+        built at the first call, again when its blocks' weights have changed; else `model`."""
+        return kept_twin(self.model, self.precision)
 
     def evaluate(self, path: str | Path, long_text: str | None = None, chunk_reduce: str = "mean",
                  **read_options) -> dict:

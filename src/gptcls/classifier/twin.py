@@ -79,33 +79,34 @@ def bf16_linears(module: nn.Module) -> nn.Module:
     return module
 
 
-# The trunk pass runs once per split (and per batch of new texts in the estimator): one twin
-# per model and precision, kept while the model lives (or until `drop_trunk_twins`), rebuilt
-# when its frozen weights change.
-_TRUNKS: weakref.WeakKeyDictionary[ClassifierModel, dict[str, tuple[tuple, ClassifierModel]]] = (
+# Twins are asked for on every batch (the trunk pass of each split, the estimator's new texts,
+# every prediction): one per model, precision and depth, kept while the model lives (or until
+# `drop_twins`), rebuilt when the blocks it copies have changed.
+_KEPT: weakref.WeakKeyDictionary[ClassifierModel, dict[tuple, tuple[tuple, ClassifierModel]]] = (
     weakref.WeakKeyDictionary())
 
 
-def trunk_twin(model: ClassifierModel, precision: str) -> ClassifierModel:
-    """`twin_copy(model, precision, model.first_trainable)`, reused while the frozen blocks'
-    parameters are unchanged (torch counts in-place changes in each tensor's _version)."""
+def kept_twin(model: ClassifierModel, precision: str, n_blocks: int | None = None
+              ) -> ClassifierModel:
+    """`twin_copy(model, precision, n_blocks)`, reused while the first `n_blocks` blocks'
+    parameters are unchanged (torch counts in-place changes in each tensor's _version, e.g. an
+    optimizer step); `model` itself for a precision without a twin."""
     if precision not in TWIN_PRECISIONS:
         return model
-    n = model.first_trainable
-    stamp = blocks_stamp(model, n)
-    kept = _TRUNKS.setdefault(model, {})
-    if precision not in kept or kept[precision][0] != stamp:
-        kept[precision] = (stamp, twin_copy(model, precision, n))
-    return kept[precision][1]
-
-
-def blocks_stamp(model: ClassifierModel, n_blocks: int | None = None) -> tuple:
-    """What a twin of the first `n_blocks` blocks (default: all) was made from: their count and
-    their parameters' versions (torch counts in-place changes, e.g. an optimizer step)."""
     blocks = list(model.backbone.blocks)[:n_blocks]
-    return len(blocks), tuple(p._version for b in blocks for p in b.parameters())
+    stamp = tuple(p._version for b in blocks for p in b.parameters())
+    kept = _KEPT.setdefault(model, {})
+    key = (precision, len(blocks))
+    if key not in kept or kept[key][0] != stamp:
+        kept[key] = (stamp, twin_copy(model, precision, n_blocks))
+    return kept[key][1]
 
 
-def drop_trunk_twins(model: ClassifierModel) -> None:
-    """Free `model`'s trunk twins (a bf16 twin of a 1.5B trunk holds ~2.6 GB)."""
-    _TRUNKS.pop(model, None)
+def trunk_twin(model: ClassifierModel, precision: str) -> ClassifierModel:
+    """The kept twin of `model`'s frozen blocks (the trainable ones stay shared)."""
+    return kept_twin(model, precision, model.first_trainable)
+
+
+def drop_twins(model: ClassifierModel) -> None:
+    """Free `model`'s twins (a bf16 twin of a 1.5B trunk holds ~2.5 GB)."""
+    _KEPT.pop(model, None)

@@ -21,7 +21,7 @@ from gptcls.classifier.hf_compat import training_note
 from gptcls.classifier.model import ClassifierModel
 from gptcls.classifier.model_card import write_model_card
 from gptcls.classifier.run_dir import save_run
-from gptcls.classifier.twin import drop_trunk_twins
+from gptcls.classifier.twin import drop_twins
 from gptcls.data.examples import SPLIT_NAMES
 from gptcls.data.multilabel import check_multi_label, targets
 from gptcls.data.splits import Splits, load_splits, write_splits
@@ -170,7 +170,7 @@ def _prepare(opts: RunOptions, splits: Splits, device: torch.device, dist,
     stores = _stores(model, ids, splits, cache, device, precision, opts.train.trunk_cache_dir,
                      dist)
     group_stores(stores, groups)  # --long-text chunk: items are windows of texts
-    drop_trunk_twins(model)  # the frozen blocks' int8/bf16 copy: no further trunk pass
+    drop_twins(model)  # the frozen blocks' int8/bf16 copy: no further trunk pass
     times["trunk_cache_s"] = time.perf_counter() - t0
     return _Prepared(model, tokenizer, pretrained, policy, n_blocks, ids, max_length, cache,
                      precision, stores)
