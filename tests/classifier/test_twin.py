@@ -92,3 +92,21 @@ def test_classifier_bf16_predictions_follow_the_weights(tiny_run, tiny_test_text
         clf.model.backbone.blocks[0].mlp.fc.weight.mul_(3.0)
     assert clf.twin_model() is not twin
     assert abs(clf.predict_proba(texts) - first).max() > 1e-3
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_takes_the_twin_of_what_autocast_computes(tiny_run, monkeypatch,
+                                                                 native: bool) -> None:
+    from gptcls import device as dev
+
+    monkeypatch.setenv("GPTCLS_BF16", "1" if native else "0")
+    dev.cpu_has_native_bf16.cache_clear()
+    try:
+        clf = Classifier.load(tiny_run, device="cpu", precision="auto")  # the default
+        twin = clf.twin_model()
+        if native:  # autocast runs bf16: the twin holds bf16 weights, as for "bf16"
+            assert twin.backbone.blocks[0].mlp.fc.weight.dtype == torch.bfloat16
+        else:
+            assert twin is clf.model
+    finally:
+        dev.cpu_has_native_bf16.cache_clear()

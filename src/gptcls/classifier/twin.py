@@ -20,7 +20,7 @@ from torch import nn
 
 from gptcls.classifier.int8 import quantize_linear_int8
 from gptcls.classifier.model import ClassifierModel
-from gptcls.device import check_int8_device
+from gptcls.device import check_int8_device, effective_precision
 
 TWIN_PRECISIONS = ("int8", "bf16")  # the precisions that have a twin; others run the model
 
@@ -40,9 +40,21 @@ def bf16_copy(model: ClassifierModel, n_blocks: int | None = None) -> Classifier
     return _twin(model, n_blocks, lambda b: bf16_linears(fused_copy(b)))
 
 
+def twin_precision(model: ClassifierModel, precision: str) -> str:
+    """The precision `model` computes in when asked for `precision`: "int8", or what autocast
+    resolves it to on the model's device ("auto" -> "bf16" where that is native, "bf16" ->
+    "fp32" on a GPU without it). Why: the twin must match what autocast does, or a bf16 twin
+    meets fp32 inputs (autocast off), or "auto" misses the twin where it runs bf16."""
+    if precision == "int8":
+        return precision
+    return effective_precision(precision, next(model.parameters()).device)
+
+
 def twin_copy(model: ClassifierModel, precision: str, n_blocks: int | None = None
               ) -> ClassifierModel:
-    """The twin of `precision` (TWIN_PRECISIONS), or `model` itself for any other."""
+    """The twin for `precision` (by `twin_precision`: TWIN_PRECISIONS have one), or `model`
+    itself."""
+    precision = twin_precision(model, precision)
     if precision == "int8":
         return int8_copy(model, n_blocks)
     if precision == "bf16":
@@ -91,6 +103,7 @@ def kept_twin(model: ClassifierModel, precision: str, n_blocks: int | None = Non
     """`twin_copy(model, precision, n_blocks)`, reused while the first `n_blocks` blocks'
     parameters are unchanged (torch counts in-place changes in each tensor's _version, e.g. an
     optimizer step); `model` itself for a precision without a twin."""
+    precision = twin_precision(model, precision)
     if precision not in TWIN_PRECISIONS:
         return model
     blocks = list(model.backbone.blocks)[:n_blocks]
