@@ -10,9 +10,13 @@ regression on the same split.
     .venv/bin/python bench/size_ladder.py --models gemma3-270m-q4km --seeds 123
     .venv/bin/python bench/size_ladder.py --models qwen2.5-coder-1.5b-instruct-q4 --seeds 123 \
         --precision int8                                         # a 1.5B backbone, int8 trunk
+    .venv/bin/python bench/size_ladder.py --models smollm2-135m-instruct-q4 \
+        --set trainable_blocks=2 --set epochs=3                  # a recipe chosen by recipe_cv.py
 
 --precision is passed to every run (default auto, the runs' own default); the table records
-the precision asked for and the one the frozen trunk computed in (metrics.json).
+the precision asked for and the one the frozen trunk computed in (metrics.json). --set NAME=VALUE
+(repeatable; recipe options as in recipe_cv.py's --grid) overrides the backbone's recipe in every
+run, for testing once on test a recipe that cross-validation chose; the table names them.
 
 Target (issue 13): the best backbone makes <= 3 errors of 300 at every seed.
 Needs scikit-learn (the dev extra) for the baseline.
@@ -29,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from common import SMS_FILE as DEFAULT_DATA
-from common import offline_presets
+from common import offline_presets, tuned_baseline
 
 # Book, chapter 6 README "additional experiments", rows 1 and 6-8 (GPT-2 on an A100).
 BOOK = [("gpt2-small (124M)", 95.00), ("gpt2-medium (355M)", 84.67),
@@ -38,13 +42,14 @@ TARGET_ERRORS = 3
 
 
 def one_run(model: str, seed: int, data: str, out: Path, trunk_cache: Path,
-            precision: str = "auto") -> dict:
-    """Child process: train one backbone at one seed; its metrics plus its own peak RSS."""
+            precision: str = "auto", overrides: dict[str, str] | None = None) -> dict:
+    """Child process: train one backbone at one seed (its recipe, then `overrides`); its
+    metrics plus its own peak RSS."""
     from gptcls.recipes import options_with_recipe
     from gptcls.training.pipeline import run_training
 
     opts = options_with_recipe(out, model, data=data, seed=seed, precision=precision,
-                               trunk_cache_dir=str(trunk_cache))
+                               trunk_cache_dir=str(trunk_cache), **(overrides or {}))
     m = run_training(opts)
     n_test = m["examples"]["test"]
     return {"model": model, "seed": seed, "precision": precision,
@@ -57,24 +62,30 @@ def one_run(model: str, seed: int, data: str, out: Path, trunk_cache: Path,
 
 
 def tfidf(run_dir: Path) -> int:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
+    """Test errors of TF-IDF char 2-5 + LR on a run's split files, C chosen on validation
+    (bench/common.py's tuned baseline, as accuracy.py's and quality.py's)."""
     from gptcls.data.splits import read_split_csv
 
-    train, val, test = (read_split_csv(run_dir / f"{n}.csv")
-                        for n in ("train", "validation", "test"))
-    best = None
-    for c in (1.0, 10.0, 100.0):  # C chosen on validation
-        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)
-        clf = LogisticRegression(C=c, max_iter=2000).fit(
-            vec.fit_transform([e.text for e in train]), [e.label for e in train])
-        val_acc = clf.score(vec.transform([e.text for e in val]), [e.label for e in val])
-        if best is None or val_acc > best[0]:
-            best = (val_acc, vec, clf)
-    _, vec, clf = best
-    pred = clf.predict(vec.transform([e.text for e in test]))
-    return sum(p != e.label for p, e in zip(pred, test, strict=True))
+    train, validation, test = (read_split_csv(run_dir / f"{n}.csv")
+                               for n in ("train", "validation", "test"))
+    row = tuned_baseline("char_wb 2-5", "LR", train, validation, test)
+    return round((1 - row["accuracy"]) * row["n_test"])
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    """["epochs=3", ...] -> {"epochs": "3"}, names checked against the recipe options."""
+    from gptcls.options import OPTIONS
+
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in OPTIONS or not OPTIONS[name].recipe:
+            recipe_names = ", ".join(n for n, o in OPTIONS.items() if o.recipe)
+            raise ValueError(f"--set {item!r}: give NAME=VALUE with a recipe option "
+                             f"({recipe_names})")
+        overrides[name] = value.strip()
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,14 +96,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
                     help="every run's --precision (default auto); int8: the frozen trunk's "
                     "Linear layers in int8 (CPU)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a recipe option in every run (repeatable), e.g. epochs=3")
     ap.add_argument("--out", help="keep run directories here (default: a temporary folder)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # model seed result.json
     args = ap.parse_args(argv)
+    try:
+        overrides = parse_set(args.set)
+    except ValueError as exc:
+        ap.error(str(exc))
     root = Path(args.out or tempfile.mkdtemp(prefix="gptcls-ladder-"))
     if args.child:
         model, seed, result = args.child
         r = one_run(model, int(seed), args.data, root / f"{model}-seed{seed}",
-                    root / "trunk-cache", args.precision)
+                    root / "trunk-cache", args.precision, overrides)
         Path(result).write_text(json.dumps(r))
         return
     models = args.models.split(",") if args.models else offline_presets()
@@ -101,9 +118,13 @@ def main(argv: list[str] | None = None) -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             result = root / f"{model}-seed{seed}.json"
             subprocess.run([sys.executable, __file__, "--data", args.data, "--out", str(root),
-                            "--precision", args.precision, "--child", model, str(seed),
-                            str(result)], check=True)
+                            "--precision", args.precision,
+                            *(f"--set={item}" for item in args.set),
+                            "--child", model, str(seed), str(result)], check=True)
             rows.append(json.loads(result.read_text()))
+    if overrides:
+        print("\nrecipes overridden in every run: "
+              + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()))
     print_table(rows, tfidf(root / f"{models[0]}-seed{rows[0]['seed']}"))
 
 
