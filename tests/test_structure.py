@@ -1,9 +1,11 @@
 """The package's shape: no import cycles between gptcls modules (imports inside functions count),
-no module importing another's private name, no module over 400 lines."""
+no module importing another's private name, no module over 400 lines, and the README's map of
+the package names every module."""
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,3 +193,20 @@ def test_names_are_imported_from_the_module_that_defines_them():
     for offender in offenders:
         print(offender)
     assert not offenders, "\n".join(offenders)
+
+
+def readme_map() -> str:
+    """The README's map of src/gptcls/ (the code block under Development that starts with it)."""
+    readme = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```\nsrc/gptcls/")
+    return readme[start:readme.index("```", start + 3)]
+
+
+def test_readme_map_names_every_module():
+    """A module added without a word in the README's map is one a reader cannot find; each is
+    named by its file name (`model.py`) or, in a folder listed by kind, its stem (`jsonl`)."""
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*(?:\.py)?", readme_map()))
+    missing = [str(path.relative_to(SRC)) for path in MODULES.values()
+               if path.stem not in ("__init__", "__main__")
+               and path.name not in words and path.stem not in words]
+    assert not missing, f"not in README.md's map of src/gptcls/: {missing}"
