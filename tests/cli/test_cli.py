@@ -147,3 +147,24 @@ def test_classify_takes_texts_after_options(tiny_run, capsys):
         main(["classify", str(tiny_run), "--bogus", "x"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --bogus x" in capsys.readouterr().err
+
+
+def test_train_classifies_the_chapter_examples_only_for_spam_and_ham(tmp_path, caplog):
+    """`gptcls train` without --classify: the chapter's two SMS for a spam/ham run, the first
+    two test texts (true labels logged) for any other labels, nothing without a test split."""
+    import logging
+
+    from gptcls.cli.common import EXAMPLES
+    from gptcls.cli.train import default_examples
+    from gptcls.data.examples import Example
+    from gptcls.data.splits import write_split_csv
+
+    assert default_examples(["Ham", "SPAM"], tmp_path) == EXAMPLES
+    assert default_examples(["world", "sports"], tmp_path) == []  # no test.csv
+    rows = [Example("Stocks fall\nMarkets slide", "business"), Example("Cup final", "sports"),
+            Example("Election day", "world")]
+    write_split_csv(tmp_path / "test.csv", rows, ["business", "sports", "world"])
+    with caplog.at_level(logging.INFO, logger="gptcls"):
+        texts = default_examples(["business", "sports", "world"], tmp_path)
+    assert texts == ["Stocks fall\nMarkets slide", "Cup final"]
+    assert "true labels: business, sports" in caplog.text

@@ -25,7 +25,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                    help="check the options and the data, print what would be trained on, and "
                    "write nothing")
     p.add_argument("--classify", nargs="*", default=None, metavar="TEXT",
-                   help="texts to classify after training (default: two examples)")
+                   help="texts to classify after training (default: the chapter's two "
+                   "examples for spam/ham labels, else the first two texts of the test split; "
+                   "none: --classify alone)")
     add_options(p)
 
 
@@ -46,9 +48,26 @@ def cmd_train(args: argparse.Namespace) -> None:
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun rank 0 alone reports (and wrote the run directory)
     _print_training_summary(m, opts.out)
-    texts = EXAMPLES if args.classify is None else args.classify
+    clf = Classifier.load(opts.out, device=opts.device)
+    texts = default_examples(clf.labels, opts.out) if args.classify is None else args.classify
     if texts:
-        print_predictions(Classifier.load(opts.out, device=opts.device), texts)
+        print_predictions(clf, texts)
+
+
+def default_examples(labels: list[str], run_dir: Path) -> list[str]:
+    """What a run classifies when --classify is not given: the chapter's two messages for a
+    spam/ham classifier; for any other labels (SMS examples mean nothing to a news classifier)
+    the first two texts of the run's test split, their true labels said first."""
+    if sorted(label.lower() for label in labels) == ["ham", "spam"]:
+        return EXAMPLES
+    from gptcls.data.splits import read_split_csv
+
+    test = run_dir / "test.csv"
+    examples = read_split_csv(test)[:2] if test.is_file() else []
+    if examples:
+        _LOG.info(f"the first {len(examples)} texts of the test split ({test}; true labels: "
+                  f"{', '.join(ex.label for ex in examples)}):")
+    return [ex.text for ex in examples]
 
 
 def _resumed(run_dir: str) -> tuple[RunOptions, bool]:
