@@ -59,3 +59,14 @@ def test_prediction_records_are_plain_json_types():
     assert [r["label"] for r in records] == ["b", "a"]
     assert records[1]["probabilities"] == pytest.approx({"a": 0.9, "b": 0.05, "c": 0.05})
     assert json.loads(json.dumps(records)) == records  # floats, not numpy scalars
+
+
+def test_evaluate_takes_the_file_as_an_argument_or_as_data(tiny_run, capsys):
+    """`gptcls evaluate RUN FILE` (as predict takes its input) reports what --data FILE does."""
+    test = str(tiny_run / "test.csv")
+    assert main(["evaluate", str(tiny_run), test, "--json"]) == 0
+    positional = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(tiny_run), test, "--data", test, "--json"]) == 0  # the same
+    assert json.loads(capsys.readouterr().out) == positional
+    assert main(["evaluate", str(tiny_run), "--data", test, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == positional

@@ -36,7 +36,8 @@ def test_help_and_version_do_not_import_torch(argv):
     (["train", "--epochs", "many"], "invalid int value: 'many'"),
     (["train", "--bogus"], "unrecognized arguments: --bogus"),
     (["classify"], "the following arguments are required: run_dir"),
-    (["evaluate", "RUN"], "the following arguments are required: --data"),
+    (["evaluate", "RUN"], "evaluate: which labelled file? gptcls evaluate RUN_DIR FILE"),
+    (["evaluate", "RUN", "a.csv", "--data", "b.csv"], "two labelled files (a.csv and --data"),
     (["nope"], "invalid choice: 'nope'"),
     # option values argparse cannot check: the schema's checks, still before torch
     (["train", "--context", "long"], "--context must be longest, model or a positive number"),

@@ -36,7 +36,8 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a run directory on any labelled file")
     p.add_argument("run_dir", help=RUN_DIR_HELP)
-    add_options(p, READ_OPTIONS, defaults=True, required=("data",))
+    p.add_argument("file", nargs="?", metavar="FILE", help="the labelled file (or --data FILE)")
+    add_options(p, READ_OPTIONS, defaults=True)
     _add_long_text(p)
     _add_runtime(p)
     p.add_argument("--out", help="write the report as JSON here")
@@ -193,6 +194,17 @@ def cmd_classify(args: argparse.Namespace) -> None:
     print_predictions(clf, texts, args.long_text, args.chunk_reduce, as_json=args.json)
 
 
+def evaluate_file(args: argparse.Namespace) -> str:
+    """evaluate's labelled file: FILE or --data FILE (checked before torch is imported)."""
+    if args.file and args.data and args.file != args.data:
+        raise GptclsError(f"evaluate: two labelled files ({args.file} and --data {args.data}); "
+                          "give one")
+    if not (args.file or args.data):
+        raise GptclsError("evaluate: which labelled file? gptcls evaluate RUN_DIR FILE (or "
+                          "--data FILE)")
+    return args.file or args.data
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import json
 
@@ -295,6 +307,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
+    if args.command == "evaluate":
+        args.data = evaluate_file(args)
     if args.command != "train":  # train checks its options first, torch-free
         from gptcls.device import configure_threads
 
