@@ -71,40 +71,15 @@ def load_splits(opts: DataOptions, out_dir: Path | None = None,
             write_splits(out_dir, splits)
         return splits
     reports: list[LoadReport] = []
-    balanced = None
     given = [opts.train, opts.validation, opts.test]
     if any(given):
         if not all(given) or opts.data:
             raise GptclsError("give all three of --train, --validation and --test (and no --data)"
                               ", or one --data file to split")
-        parts = [_read(p, opts, log, reports) for p in given]
-        dropped = _drop_rare(parts, reports, opts, log)
-        check_trainable(parts[0])
-        labels = label_mapping([e for p in parts for e in p])
-        train, validation, test = parts
-        source = Counter(e.label for e in train)
-        balance = resolved_balance(opts.balance, [r.format for r in reports], True)
+        read = _given_splits(given, opts, log, reports)
     else:
-        path = opts.data or fetch_sms_spam(opts.cache)
-        examples = _read(path, opts, log, reports)
-        parts = [examples]
-        dropped = _drop_rare(parts, reports, opts, log)
-        examples = parts[0]
-        check_trainable(examples)
-        labels = label_mapping(examples)
-        source = Counter(e.label for e in examples)
-        balance = resolved_balance(opts.balance, [r.format for r in reports], False)
-        if opts.balance == "auto":
-            log(_AUTO[balance])
-        if balance == "undersample":
-            before = len(examples)
-            examples = balance_undersample(examples, opts.split_seed)
-            balanced = (len(examples), before)
-            log(f"balanced by undersampling: {len(examples):,} of {before:,} rows kept")
-        # Two balanced classes: the chapter's random split. Otherwise keep each class's share.
-        stratify = len(labels) > 2 or balance != "undersample"
-        split = stratified_split if stratify else random_split
-        train, validation, test = split(examples, opts.split, opts.split_seed)
+        read = _split_one(opts.data or fetch_sms_spam(opts.cache), opts, log, reports)
+    (train, validation, test), labels, source, balance, dropped, balanced = read
     notes = leakage_warnings(train, validation, test)
     for line in notes:
         log(f"warning: {line}")
@@ -117,6 +92,48 @@ def load_splits(opts: DataOptions, out_dir: Path | None = None,
     if out_dir is not None:
         write_splits(out_dir, splits)
     return splits
+
+
+# What the two ways of giving data resolve to: the three splits, the labels, the source's class
+# counts, the balance mode, the rare labels dropped, and (undersampling) rows kept of rows read.
+_Read = tuple[list[list[Example]], list[str], Counter, str, dict[str, int],
+              tuple[int, int] | None]
+
+
+def _given_splits(paths: list, opts: DataOptions, log: Callable[[str], None],
+                  reports: list[LoadReport]) -> _Read:
+    """--train, --validation and --test: read as given (never balanced by undersampling)."""
+    parts = [_read(p, opts, log, reports) for p in paths]
+    dropped = _drop_rare(parts, reports, opts, log)
+    check_trainable(parts[0])
+    labels = label_mapping([e for p in parts for e in p])
+    balance = resolved_balance(opts.balance, [r.format for r in reports], True)
+    return parts, labels, Counter(e.label for e in parts[0]), balance, dropped, None
+
+
+def _split_one(path: str | Path, opts: DataOptions, log: Callable[[str], None],
+               reports: list[LoadReport]) -> _Read:
+    """One --data file: read, balanced as --balance says, split by --split and --split-seed."""
+    parts = [_read(path, opts, log, reports)]
+    dropped = _drop_rare(parts, reports, opts, log)
+    examples = parts[0]
+    check_trainable(examples)
+    labels = label_mapping(examples)
+    source = Counter(e.label for e in examples)
+    balance = resolved_balance(opts.balance, [r.format for r in reports], False)
+    if opts.balance == "auto":
+        log(_AUTO[balance])
+    balanced = None
+    if balance == "undersample":
+        before = len(examples)
+        examples = balance_undersample(examples, opts.split_seed)
+        balanced = (len(examples), before)
+        log(f"balanced by undersampling: {len(examples):,} of {before:,} rows kept")
+    # Two balanced classes: the chapter's random split. Otherwise keep each class's share.
+    stratify = len(labels) > 2 or balance != "undersample"
+    split = stratified_split if stratify else random_split
+    return (list(split(examples, opts.split, opts.split_seed)), labels, source, balance, dropped,
+            balanced)
 
 
 _AUTO = {
