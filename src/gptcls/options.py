@@ -357,4 +357,9 @@ def default_run_dir(given: Mapping[str, Any]) -> Path:
     """runs/<the data file's name without extension> (the training file's with --train);
     runs/sms-spam for the SMS Spam Collection download."""
     source = given.get("data") or given.get("train")
-    return Path("runs") / (Path(str(source)).stem if source else "sms-spam")
+    if not source:
+        return Path("runs/sms-spam")
+    name = Path(str(source)).name
+    for suffix in (".gz", ".bz2", ".xz"):  # train.csv.gz -> train (data/formats/text.py)
+        name = name.removesuffix(suffix)
+    return Path("runs") / Path(name).stem

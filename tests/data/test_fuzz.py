@@ -7,11 +7,14 @@ written (OUT never exists). bench/fuzz_data.py runs the same generator for 1,000
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import csv
 import functools
+import gzip
 import io
 import json
+import lzma
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -189,6 +192,12 @@ def _garbage(rng: random.Random, data: bytes) -> bytes:
     return head + rng.randbytes(n)
 
 
+def _compress(rng: random.Random, data: bytes) -> bytes:
+    """gzip, bzip2 or xz (read as what they hold), a third of them cut short."""
+    packed = rng.choice([gzip.compress, bz2.compress, lzma.compress])(data)
+    return packed[:rng.randrange(len(packed) + 1)] if rng.random() < 0.3 else packed
+
+
 def _few_rows(rng: random.Random, data: bytes) -> bytes:
     lines = data.splitlines(keepends=True)
     return b"".join(lines[:rng.randint(1, 6)])
@@ -251,7 +260,7 @@ MUTATIONS: dict[str, Mutation] = {
     f.__name__.lstrip("_"): f for f in (
         _cut, _cut_mid_line, _cut_mid_char, _random_bytes, _nuls, _bom, _utf16, _crlf, _cr,
         _mixed_ends, _mixed_delimiters, _quotes, _invalid_utf8, _empty_columns, _header_only,
-        _empty, _garbage, _few_rows, _one_class, _shuffle_lines, _drop_tabs, _controls,
+        _empty, _garbage, _compress, _few_rows, _one_class, _shuffle_lines, _drop_tabs, _controls,
         _latin1, _deep_json, _json_values, _duplicate_header)
 }
 EXTENSIONS = ("", ".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet")

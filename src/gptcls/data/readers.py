@@ -15,10 +15,13 @@ from gptcls.data.formats.table import Table
 from gptcls.data.formats.text import (
     PROBE_BYTES,
     TextFile,
+    check_not_container,
     check_text,
     codec_name,
+    compression,
     first_line,
     head_lines,
+    inner_path,
     read_head,
 )
 from gptcls.errors import GptclsError
@@ -50,6 +53,7 @@ def open_table(path: Path, format: str | None = None, encoding: str = "utf-8",
     if fmt == "parquet":
         return parquet_table(path, batch_rows)
     codec = codec_name(encoding)
+    check_not_container(path, head)
     check_text(path, head, codec)
     # A file of only whitespace is as empty as a 0-byte one (longer ones: TextFile.content).
     if not head.strip() and len(head) < PROBE_BYTES:
@@ -81,8 +85,11 @@ def initial_format(path: Path, head: bytes, format: str | None) -> str | None:
             raise GptclsError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)}")
         return fmt
     if head.startswith(b"PAR1"):  # Parquet magic, whatever the file is called
+        if compression(path):
+            raise GptclsError(f"{path} is a compressed Parquet file: decompress it (Parquet "
+                              "compresses its own columns)")
         return "parquet"
-    return EXTENSIONS.get(path.suffix.lower())
+    return EXTENSIONS.get(inner_path(path).suffix.lower())
 
 
 def guess_format(first: str | None, fmt: str | None, named: Sequence[str | None]) -> str:

@@ -2,21 +2,31 @@
 
 Every text format (CSV, TSV, JSON lines, headerless `label<TAB>text`) reads through `TextFile`,
 so a bad byte gets the same message everywhere: its offset from the first byte of the file
-(a BOM included), its line and a hint.
+(a BOM included; of the decompressed bytes for a compressed file), its line and a hint.
+A gzip, bzip2 or xz file (told by its first bytes, whatever its name) reads as what it holds:
+`train.csv.gz` is a CSV.
 """
 
 from __future__ import annotations
 
+import bz2
 import codecs
+import gzip
 import io
 import itertools
+import lzma
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from gptcls.errors import GptclsError
 
 PROBE_BYTES = 8192
 _SCAN_CHUNK = 1 << 16
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+# What a truncated or corrupt compressed stream raises while it is read.
+_STREAM_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
 _WIDE = ("utf-16", "utf-32")  # codecs whose text is full of NUL bytes
 
 
@@ -33,16 +43,49 @@ class DecodeError(GptclsError):
 
 
 def read_head(path: Path, noun: str = "data file") -> bytes:
-    """The first PROBE_BYTES of the file; a missing file or a directory is a clear error."""
+    """The first PROBE_BYTES of the file (decompressed); a missing file or a directory is a
+    clear error."""
+    compressed = None
     try:
-        with path.open("rb") as fh:
+        compressed = compression(path)
+        with open_bytes(path) as fh:
             return fh.read(PROBE_BYTES)
     except FileNotFoundError:
         raise GptclsError(f"{noun} not found: {path}") from None
     except IsADirectoryError:
         raise GptclsError(f"{noun} is a directory: {path}") from None
-    except OSError as exc:
-        raise GptclsError(f"cannot read {path} ({exc.strerror or exc})") from None
+    except _STREAM_ERRORS as exc:
+        if compressed is None and isinstance(exc, OSError):
+            raise GptclsError(f"cannot read {path} ({exc.strerror or exc})") from None
+        raise corrupt(path, compressed, exc) from None
+
+
+def compression(path: Path) -> str | None:
+    """"gzip", "bzip2" or "xz" when the file's first bytes say it is compressed, else None."""
+    with path.open("rb") as fh:
+        magic = fh.read(10)
+    if magic.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if magic[:3] == b"BZh" and magic[4:10] == b"1AY&SY":  # header, then a block's pi magic
+        return "bzip2"
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    return None
+
+
+def open_bytes(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed if it is a gzip, bzip2 or xz file."""
+    opener = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}.get(compression(path) or "")
+    return opener(path, "rb") if opener else path.open("rb")
+
+
+def inner_path(path: Path) -> Path:
+    """train.csv.gz -> train.csv: the name of what a compressed file holds (for its format)."""
+    return path.with_suffix("") if path.suffix.lower() in COMPRESSED_SUFFIXES else path
+
+
+def corrupt(path: Path, kind: str | None, exc: BaseException) -> GptclsError:
+    return GptclsError(f"{path} is a truncated or corrupt {kind or 'compressed'} file ({exc})")
 
 
 def codec_name(encoding: str) -> str:
@@ -55,6 +98,22 @@ def codec_name(encoding: str) -> str:
         raise GptclsError(f"unknown encoding {encoding!r}; use a Python codec name such as "
                           "utf-8, latin-1, cp1252")
     return info.name
+
+
+_SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+
+
+def check_not_container(path: Path, head: bytes) -> None:
+    """Spreadsheets and zip archives are not text: say what to do instead of "binary". Told by
+    the first bytes (some tools write tab-separated text under an .xls name: that reads)."""
+    zipped, ole2 = head.startswith(b"PK\x03\x04"), head.startswith(b"\xd0\xcf\x11\xe0")
+    if ole2 or (zipped and (path.suffix.lower() in _SPREADSHEET_SUFFIXES or b"xl/" in head
+                            or b"opendocument.spreadsheet" in head)):
+        raise GptclsError(f"{path} is a spreadsheet, which gptcls does not read: save it as CSV "
+                          "(UTF-8) or Parquet, e.g. pandas.read_excel(path).to_csv('data.csv', "
+                          "index=False)")
+    if zipped:
+        raise GptclsError(f"{path} is a zip archive: extract the data file and give that")
 
 
 def check_text(path: Path, head: bytes, codec: str) -> None:
@@ -98,7 +157,7 @@ class TextFile:
         # utf-8-sig drops the BOM Excel and Notepad put first; offsets are still counted on the
         # raw bytes (see locate_error), so they include it.
         wrapper_codec = "utf-8-sig" if self.codec == "utf-8" else self.codec
-        self.handle = io.TextIOWrapper(path.open("rb"), encoding=wrapper_codec, newline=newline)
+        self.handle = io.TextIOWrapper(open_bytes(path), encoding=wrapper_codec, newline=newline)
         self.skipped = 0  # blank lines before the first line with content
 
     def lines(self) -> Iterator[str]:
@@ -110,6 +169,8 @@ class TextFile:
         except UnicodeError as exc:  # not about one byte: "UTF-16 stream does not start with BOM"
             raise GptclsError(f"{self.path} is not valid {self.encoding} ({exc}); pass the "
                               "file's real encoding with --encoding") from None
+        except _STREAM_ERRORS as exc:  # a compressed file that ends early or is damaged
+            raise corrupt(self.path, compression(self.path), exc) from None
 
     def content(self) -> Iterator[str]:
         """lines(), after checking the file has a non-blank line (else "... is empty")."""
@@ -125,10 +186,19 @@ class TextFile:
         self.handle.close()
 
     def locate_error(self) -> GptclsError:
-        """Find the first undecodable byte by decoding the raw bytes again (errors only)."""
+        """Find the first undecodable byte by decoding the (decompressed) bytes again (errors
+        only)."""
+        try:
+            found = self._first_bad_byte()
+        except _STREAM_ERRORS as exc:  # a compressed file, damaged before or after that byte
+            return corrupt(self.path, compression(self.path), exc)
+        return found or GptclsError(f"{self.path} is not valid {self.encoding}; pass the "
+                                    "file's real encoding with --encoding")
+
+    def _first_bad_byte(self) -> DecodeError | None:
         decoder = codecs.getincrementaldecoder(self.codec)("strict")
         offset, line = 0, 1
-        with self.path.open("rb") as fh:
+        with open_bytes(self.path) as fh:
             while True:
                 chunk = fh.read(_SCAN_CHUNK)
                 pending = decoder.getstate()[0]  # bytes of a character split across chunks
@@ -136,15 +206,13 @@ class TextFile:
                     decoder.decode(chunk, final=not chunk)
                 except UnicodeError as exc:
                     if not isinstance(exc, UnicodeDecodeError):
-                        break
+                        return None
                     data = pending + chunk
                     at = exc.start
                     line += data.count(b"\n", len(pending), max(at, len(pending)))
                     return DecodeError(self.path, self.encoding, data[at] if at < len(data)
                                        else 0, offset - len(pending) + at, line)
                 if not chunk:
-                    break
+                    return None
                 offset += len(chunk)
                 line += chunk.count(b"\n")
-        return GptclsError(f"{self.path} is not valid {self.encoding}; pass the file's real "
-                           "encoding with --encoding")
