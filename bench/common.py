@@ -133,3 +133,24 @@ def all_baselines(train: Sequence[Example], validation: Sequence[Example],
     for r in rows:
         r["selected"] = r is best
     return rows
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    """["epochs=3", ...] -> {"epochs": "3"}, names checked against the recipe options."""
+    from gptcls.options import OPTIONS
+
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in OPTIONS or not OPTIONS[name].recipe:
+            recipe_names = ", ".join(n for n, o in OPTIONS.items() if o.recipe)
+            raise ValueError(f"--set {item!r}: give NAME=VALUE with a recipe option "
+                             f"({recipe_names})")
+        overrides[name] = value.strip()
+    return overrides
+
+
+def set_label(overrides: dict[str, str]) -> str:
+    """How a contender's recipe overrides read: '--epochs 3 --trainable-blocks 2'."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items())

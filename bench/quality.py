@@ -26,6 +26,8 @@ baseline's, both 1 - accuracy and 1 - macro-F1, and on sms-chapter <= 3 errors o
     .venv/bin/python bench/quality.py --baselines-only --out /tmp/q          # seconds-minutes
     .venv/bin/python bench/quality.py --models gpt2-tiny --weights random --limit 200 \\
         --seeds 123 --datasets sms-chapter,trec-coarse --out /tmp/q-smoke  # a smoke check
+    .venv/bin/python bench/quality.py --models gemma3-270m-q4 --datasets ag-news \
+        --set trainable_blocks=2 --out runs/quality   # a recipe override, named in the table
 
 Prints one Markdown table; writes OUT/quality.md, OUT/quality.csv (one row per run) and
 OUT/quality.png. Columns: accuracy, macro-F1, ECE (gptcls: metrics.json's calibrated test ECE;
@@ -53,6 +55,8 @@ from common import (
     TREC_TRAIN_FILE,
     all_baselines,
     offline_presets,
+    parse_set,
+    set_label,
 )
 from quality_report import render, write_csv, write_plot
 
@@ -150,11 +154,11 @@ def child(spec: dict) -> dict:
 
     configure_threads()
     d = Path(spec["split_dir"])
-    opts = options_with_recipe(spec["run_dir"], spec["model"], train=str(d / "train.csv"),
-                               validation=str(d / "validation.csv"), test=str(d / "test.csv"),
-                               seed=spec["seed"], weights=spec["weights"],
-                               epochs=spec["epochs"], trunk_cache_dir=spec["trunk_cache"],
-                               balance=spec.get("balance"))
+    given = {"train": str(d / "train.csv"), "validation": str(d / "validation.csv"),
+             "test": str(d / "test.csv"), "seed": spec["seed"], "weights": spec["weights"],
+             "epochs": spec["epochs"], "trunk_cache_dir": spec["trunk_cache"],
+             "balance": spec.get("balance"), **spec.get("set", {})}
+    opts = options_with_recipe(spec["run_dir"], spec["model"], **given)
     check_values(opts)
     m = run_training(opts)
     sizes = {n: len(read_split_csv(d / f"{n}.csv")) for n in ("train", "validation", "test")}
@@ -166,7 +170,8 @@ def child(spec: dict) -> dict:
     clf.predict(texts)
     predict_s = time.perf_counter() - t0
     report = m["reports"]["test"]
-    row = {"contender": contender(spec["model"], spec.get("balance")), "seed": spec["seed"],
+    row = {"contender": contender(spec["model"], spec.get("balance"), spec.get("set")),
+           "seed": spec["seed"],
            "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
            "ece": (m.get("calibration") or {}).get("test", {}).get("ece_after"),
            "train_s": m["times"]["total_s"], "predict_per_s": len(texts) / predict_s,
@@ -177,19 +182,23 @@ def child(spec: dict) -> dict:
     return row
 
 
-def contender(model: str, balance: str | None) -> str:
-    return f"gptcls {model}" + (f" --balance {balance}" if balance else "")
+def contender(model: str, balance: str | None, overrides: dict[str, str] | None = None) -> str:
+    return (f"gptcls {model}" + (f" --balance {balance}" if balance else "")
+            + (f" {set_label(overrides)}" if overrides else ""))
 
 
 def run_gptcls(dataset: str, model: str, seed: int, args: argparse.Namespace) -> dict:
     """One run in a child process; its result is reused when the same spec finished before."""
     name = f"{model}-seed{seed}" + (f"-{args.balance}" if args.balance else "")
+    name += "".join(f"-{k}={v}" for k, v in args.overrides.items())
     run_dir = args.out / "runs" / dataset / name
     spec = {"split_dir": str(args.out / "data" / dataset), "run_dir": str(run_dir),
             "model": model, "seed": seed, "weights": args.weights, "epochs": args.epochs,
             "trunk_cache": str(args.out / "trunk-cache"), "limit": args.limit}
     if args.balance:
         spec["balance"] = args.balance
+    if args.overrides:
+        spec["set"] = args.overrides
     result = run_dir.parent / f"{name}.json"
     if result.exists() and json.loads(result.read_text()).get("spec") == spec:
         return json.loads(result.read_text())
@@ -203,7 +212,8 @@ def run_gptcls(dataset: str, model: str, seed: int, args: argparse.Namespace) ->
     if proc.returncode != 0:
         tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
         print(f"  failed ({tail[0]})", file=sys.stderr)
-        return {"contender": contender(model, args.balance), "seed": seed, "error": tail[0]}
+        return {"contender": contender(model, args.balance, args.overrides), "seed": seed,
+                "error": tail[0]}
     row = json.loads((run_dir / "quality-row.json").read_text())
     row["spec"], row["wall_s"] = spec, time.perf_counter() - t0
     result.write_text(json.dumps(row))
@@ -227,6 +237,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--balance", choices=("none", "weighted", "undersample"),
                     help="gptcls --balance for the training split (default: gptcls' own); the "
                     "rows are the same, the contender is named with it")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a recipe option in every gptcls run (repeatable), e.g. "
+                    "trainable_blocks=2; the contender is named with it")
     ap.add_argument("--baselines-only", action="store_true", help="skip the gptcls runs")
     ap.add_argument("--skip-baselines", action="store_true",
                     help="only the gptcls runs (e.g. on another machine); a later run with the "
@@ -235,6 +248,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="splits, runs, quality.md/.csv/.png (default runs/quality)")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # one run's spec, as JSON
     args = ap.parse_args(argv)
+    try:
+        args.overrides = parse_set(args.set)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if args.epochs is not None and "epochs" in args.overrides:
+        ap.error("--epochs and --set epochs=N say the same thing: give one")
     if args.baselines_only and args.skip_baselines:
         ap.error("--baselines-only and --skip-baselines leave nothing to run")
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]

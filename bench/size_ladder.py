@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from common import SMS_FILE as DEFAULT_DATA
-from common import offline_presets, tuned_baseline
+from common import offline_presets, parse_set, set_label, tuned_baseline
 
 # Book, chapter 6 README "additional experiments", rows 1 and 6-8 (GPT-2 on an A100).
 BOOK = [("gpt2-small (124M)", 95.00), ("gpt2-medium (355M)", 84.67),
@@ -72,22 +72,6 @@ def tfidf(run_dir: Path) -> int:
     return round((1 - row["accuracy"]) * row["n_test"])
 
 
-def parse_set(items: list[str]) -> dict[str, str]:
-    """["epochs=3", ...] -> {"epochs": "3"}, names checked against the recipe options."""
-    from gptcls.options import OPTIONS
-
-    overrides = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or name not in OPTIONS or not OPTIONS[name].recipe:
-            recipe_names = ", ".join(n for n, o in OPTIONS.items() if o.recipe)
-            raise ValueError(f"--set {item!r}: give NAME=VALUE with a recipe option "
-                             f"({recipe_names})")
-        overrides[name] = value.strip()
-    return overrides
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated presets (default: every offline one)")
@@ -123,8 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                             "--child", model, str(seed), str(result)], check=True)
             rows.append(json.loads(result.read_text()))
     if overrides:
-        print("\nrecipes overridden in every run: "
-              + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()))
+        print(f"\nrecipes overridden in every run: {set_label(overrides)}")
     print_table(rows, tfidf(root / f"{models[0]}-seed{rows[0]['seed']}"))
 
 

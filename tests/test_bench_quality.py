@@ -2,6 +2,8 @@
 target check on small data, no gptcls training."""
 
 import csv
+import json
+import subprocess
 
 import pytest
 from helpers import bench_modules
@@ -92,3 +94,45 @@ def test_render_marks_seeds_and_spreads(harness):
     assert "| d | TF-IDF x (C=1) * | – | 90.00% |" in text
     assert "93.50% (92.00%–95.00%)" in text
     assert "123 PASS, 1 FAIL, 2 error" in text
+
+
+def test_set_overrides_the_recipe_in_every_gptcls_run_and_names_the_contender(
+        harness, tmp_path, monkeypatch):
+    import gptcls.training.pipeline as pipeline
+
+    quality, _, _ = harness
+    args = quality.parse_args(["--models", "smollm2-135m-instruct-q4", "--set",
+                               "trainable-blocks=2", "--set", "epochs=3", "--out",
+                               str(tmp_path)])
+    assert args.overrides == {"trainable_blocks": "2", "epochs": "3"}
+    specs = []
+
+    def fake_subprocess_run(cmd, **kw):  # the child's command line: its spec, as JSON
+        specs.append(json.loads(cmd[cmd.index("--child") + 1]))
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(quality.subprocess, "run", fake_subprocess_run)
+    row = quality.run_gptcls("sms-chapter", "smollm2-135m-instruct-q4", 1, args)
+    assert row["contender"] == ("gptcls smollm2-135m-instruct-q4 --trainable-blocks 2 "
+                                "--epochs 3")
+    (spec,) = specs
+    assert spec["set"] == {"trainable_blocks": "2", "epochs": "3"}
+    assert spec["run_dir"].endswith("smollm2-135m-instruct-q4-seed1-trainable_blocks=2-epochs=3")
+    seen = {}
+
+    def fake_training(opts):
+        seen.update(blocks=opts.trainable_blocks, epochs=opts.train.epochs, lr=opts.train.lr)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(pipeline, "run_training", fake_training)
+    with pytest.raises(RuntimeError, match="stop here"):
+        quality.child({**spec, "split_dir": str(tmp_path), "epochs": None, "weights": None})
+    assert seen == {"blocks": 2, "epochs": 3, "lr": 1e-4}  # lr: the recipe's
+
+
+def test_set_refuses_an_option_that_is_not_a_recipe_option(harness, capsys):
+    quality, _, _ = harness
+    with pytest.raises(SystemExit) as exc:
+        quality.parse_args(["--set", "seed=2"])
+    assert exc.value.code == 2
+    assert "--set 'seed=2': give NAME=VALUE with a recipe option" in capsys.readouterr().err
