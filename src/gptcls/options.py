@@ -359,7 +359,6 @@ def default_run_dir(given: Mapping[str, Any]) -> Path:
     source = given.get("data") or given.get("train")
     if not source:
         return Path("runs/sms-spam")
-    name = Path(str(source)).name
-    for suffix in (".gz", ".bz2", ".xz"):  # train.csv.gz -> train (data/formats/text.py)
-        name = name.removesuffix(suffix)
-    return Path("runs") / Path(name).stem
+    from gptcls.data.formats.text import inner_path
+
+    return Path("runs") / inner_path(Path(str(source))).stem  # train.csv.gz -> train

@@ -155,7 +155,7 @@ class TextFile:
         self.path, self.encoding, self.noun = path, encoding, noun
         self.codec = codec_name(encoding)
         # utf-8-sig drops the BOM Excel and Notepad put first; offsets are still counted on the
-        # raw bytes (see locate_error), so they include it.
+        # file's (decompressed) bytes (see locate_error), so they include it.
         wrapper_codec = "utf-8-sig" if self.codec == "utf-8" else self.codec
         self.handle = io.TextIOWrapper(open_bytes(path), encoding=wrapper_codec, newline=newline)
         self.skipped = 0  # blank lines before the first line with content
