@@ -77,6 +77,10 @@ class DataOptions:
     label_level: str | None = option(
         None, "labels written COARSE:fine: keep the coarse part or the whole label (default: "
         "coarse for --format trec, the label as written otherwise)", "data", choices=LABEL_LEVELS)
+    label_names: str | None = option(
+        None, "name labels written as codes, e.g. 1=World,2=Sports: the run trains on the names "
+        "(reports, predictions, server, exports) and evaluate renames a file's codes the same "
+        "way", "data", in_config=True, metavar="CODE=NAME,...")
     keep_rare_labels: bool = option(False, "train on labels seen in only 1-2 rows (under 1% "
                                     "of them) instead of dropping them as probable typos",
                                     "data")
@@ -256,7 +260,7 @@ OPTIONS: dict[str, Option] = {o.name: o for section, cls in SECTIONS.items()
 assert len(OPTIONS) == sum(len(declared(s, c)) for s, c in SECTIONS.items()), "duplicate names"
 # The data-reading options evaluate shares with train.
 READ_OPTIONS = ("data", "format", "text_column", "label_column", "encoding", "strict",
-                "normalize_labels", "no_header", "label_level")
+                "normalize_labels", "no_header", "label_level", "label_names")
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -340,6 +344,12 @@ def check_values(opts: RunOptions) -> None:
         parse_context(opts.context)
     if not opts.merge_lora and opts.trainable != "lora":
         raise GptclsError("--no-merge-lora needs --trainable lora")
+    if opts.data.label_names is not None:
+        if opts.data.multi_label:
+            raise GptclsError("--label-names is for single-label data, not --multi-label")
+        from gptcls.data.label_names import parse_label_names
+
+        parse_label_names(opts.data.label_names)  # its form, before any data is read
 
 
 def parse_context(context: str | int) -> int:

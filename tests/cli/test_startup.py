@@ -45,6 +45,7 @@ def test_help_and_version_do_not_import_torch(argv):
     (["train", "--no-padding", "--batch-size", "8"], "--no-padding means batches of one text"),
     (["train", "--trainable", "all", "--trainable-blocks", "2"], "--trainable-blocks goes with"),
     (["train", "--split", "0.5,0.6"], "need 3 split fractions"),
+    (["train", "--label-names", "1World"], "--label-names '1World': give CODE=NAME pairs"),
 ])
 def test_argument_errors_do_not_import_torch(argv, message):
     last, err = _probe(argv)

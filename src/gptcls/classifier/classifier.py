@@ -149,15 +149,24 @@ class Classifier:
         return kept_twin(self.model, self.precision)
 
     def evaluate(self, path: str | Path, long_text: str | None = None, chunk_reduce: str = "mean",
-                 **read_options) -> dict:
-        """Score a labelled file (any format read_labelled takes): the metrics report dict."""
+                 label_names: str | None = None, **read_options) -> dict:
+        """Score a labelled file (any format read_labelled takes): the metrics report dict.
+        Its labels are renamed by `label_names` (default: the run's --label-names)."""
         from gptcls.data.examples import label_mapping
+        from gptcls.data.label_names import parse_label_names, rename_labels
         from gptcls.data.labelled import read_labelled
         from gptcls.evaluation.metrics import classification_report
 
         if self.config.multi_label:
+            if label_names:
+                raise GptclsError("--label-names is for single-label runs")
             return evaluate_multilabel(self, path, long_text, chunk_reduce, **read_options)
         examples, _report = read_labelled(path, **read_options)
+        spec = label_names or self.config.label_names
+        if spec:
+            normalize = read_options.get("normalize_labels", True)
+            examples = rename_labels(examples, parse_label_names(spec, normalize), str(path),
+                                     normalize)
         unknown = sorted({e.label for e in examples} - set(self.labels))
         if unknown:
             raise GptclsError(f"labels the run does not know: {unknown[:10]}; it knows "

@@ -49,6 +49,9 @@ class ClassifierConfig:
     # text_separator into the one text, by predict too (gptcls.data.columns).
     text_column: str | None = None
     text_separator: str = TEXT_SEPARATOR
+    # --label-names as given at training: the labels above are the names; evaluate renames a
+    # file's codes with it (gptcls.data.label_names). None: labels as written.
+    label_names: str | None = None
     # Multi-label runs: a sigmoid per label, labels[k] predicted when its probability >=
     # thresholds[k] (chosen on validation); label_separator joins label sets in files.
     multi_label: bool = False

@@ -8,7 +8,8 @@ from pathlib import Path
 from gptcls.cli.common import add_options
 from gptcls.options import PRECISIONS, READ_OPTIONS
 
-_READ = tuple(n for n in READ_OPTIONS if n != "data")
+# The audit reports labels as the file writes them (the rows to fix): no --label-names.
+_READ = tuple(n for n in READ_OPTIONS if n not in ("data", "label_names"))
 _MODEL = ("model", "weights", "cache", "pooling", "max_length", "truncate", "device")
 
 

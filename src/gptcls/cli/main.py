@@ -218,7 +218,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                           label_column=args.label_column, encoding=args.encoding,
                           strict=args.strict, normalize_labels=args.normalize_labels,
                           no_header=args.no_header, label_level=args.label_level,
-                          long_text=args.long_text, chunk_reduce=args.chunk_reduce)
+                          label_names=args.label_names, long_text=args.long_text,
+                          chunk_reduce=args.chunk_reduce)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptcls.data.examples import SPLIT_NAMES, Example, PathLike, label_mapping, n_rows
+from gptcls.data.label_names import parse_label_names, rename_labels
 from gptcls.data.labelled import LoadReport, read_labelled
 from gptcls.data.multilabel import multilabel_parts
 from gptcls.data.partition import (
@@ -105,6 +106,7 @@ def _given_splits(paths: list, opts: DataOptions, log: Callable[[str], None],
     """--train, --validation and --test: read as given (never balanced by undersampling)."""
     parts = [_read(p, opts, log, reports) for p in paths]
     dropped = _drop_rare(parts, reports, opts, log)
+    parts = _named(parts, opts, log)
     check_trainable(parts[0])
     labels = label_mapping([e for p in parts for e in p])
     balance = resolved_balance(opts.balance, [r.format for r in reports], True)
@@ -116,7 +118,7 @@ def _split_one(path: str | Path, opts: DataOptions, log: Callable[[str], None],
     """One --data file: read, balanced as --balance says, split by --split and --split-seed."""
     parts = [_read(path, opts, log, reports)]
     dropped = _drop_rare(parts, reports, opts, log)
-    examples = parts[0]
+    examples = _named(parts, opts, log)[0]
     check_trainable(examples)
     labels = label_mapping(examples)
     source = Counter(e.label for e in examples)
@@ -162,6 +164,21 @@ def _read(path: str | Path, opts: DataOptions, log: Callable[[str], None],
     for line in report.lines():
         log(line)
     return examples
+
+
+def _named(parts: list[list[Example]], opts: DataOptions,
+           log: Callable[[str], None]) -> list[list[Example]]:
+    """--label-names: every part with its labels' names (after the rare labels are dropped,
+    whose rows are reported as the file writes them)."""
+    if opts.label_names is None:
+        return parts
+    names = parse_label_names(opts.label_names, opts.normalize_labels)
+    renamed = [rename_labels(part, names, normalize=opts.normalize_labels) for part in parts]
+    log("labels named: " + ", ".join(f"{code} -> {name}" for code, name in names.items()))
+    unused = sorted(names.keys() - {e.label for part in parts for e in part})
+    if unused:
+        log(f"warning: --label-names names {unused}, which the data does not have")
+    return renamed
 
 
 def _drop_rare(parts: list[list[Example]], reports: Sequence[LoadReport], opts: DataOptions,
