@@ -349,7 +349,7 @@ def check_values(opts: RunOptions) -> None:
             raise GptclsError("--label-names is for single-label data, not --multi-label")
         from gptcls.data.label_names import parse_label_names
 
-        parse_label_names(opts.data.label_names)  # its form, before any data is read
+        parse_label_names(opts.data.label_names, opts.data.normalize_labels)  # its form
 
 
 def parse_context(context: str | int) -> int:

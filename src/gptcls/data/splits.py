@@ -177,7 +177,7 @@ def _named(parts: list[list[Example]], opts: DataOptions,
     log("labels named: " + ", ".join(f"{code} -> {name}" for code, name in names.items()))
     unused = sorted(names.keys() - {e.label for part in parts for e in part})
     if unused:
-        log(f"warning: --label-names names {unused}, which the data does not have")
+        log(f"warning: --label-names names {unused}, which no row kept for training has")
     return renamed
 
 
