@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import re
 import zipfile
 from pathlib import Path
 
@@ -118,3 +119,24 @@ def test_tab_separated_text_under_a_spreadsheet_name_still_reads(tmp_path):
     path.write_bytes(b"text\tlabel\nhello there\tham\nwin cash now\tspam\n")
     examples, report = read_labelled(path, format="tsv")
     assert [e.label for e in examples] == ["ham", "spam"]
+
+
+@pytest.mark.parametrize("suffix, opener", [(".gz", gzip.open), (".bz2", bz2.open),
+                                            (".xz", lzma.open)])
+def test_predict_writes_compressed_text_output(tiny_run, tmp_path, suffix, opener):
+    test = tiny_run / "test.csv"
+    assert main(["predict", str(tiny_run), str(test), str(tmp_path / "plain.jsonl")]) == 0
+    packed = tmp_path / f"out.jsonl{suffix}"
+    assert main(["predict", str(tiny_run), str(test), str(packed)]) == 0
+    with opener(packed, "rb") as fh:
+        assert fh.read() == (tmp_path / "plain.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("out.parquet.gz", "Parquet compresses its own columns; write out.parquet"),
+    ("out.csv.zip", r"the text ones may end in \.gz, \.bz2, \.xz too"),
+])
+def test_predict_refuses_outputs_it_cannot_write(tiny_run, tmp_path, capsys, name, message):
+    assert main(["predict", str(tiny_run), str(tiny_run / "test.csv"), str(tmp_path / name)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / name).exists()

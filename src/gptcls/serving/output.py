@@ -3,16 +3,21 @@ input's columns, then label, prob_<label>... and threshold), part files and thei
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import json
+import lzma
 import os
 import shutil
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gptcls.data.formats.text import inner_path
 from gptcls.data.sources import RowSource
 from gptcls.errors import GptclsError
 
@@ -20,12 +25,27 @@ OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl"
                   ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
+# out.csv.gz, out.jsonl.xz, ...: the text formats written through a compressor.
+COMPRESSORS = {".gz": lambda fh, mode: gzip.GzipFile(fileobj=fh, mode=mode),
+               ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+
+
 def output_format(path: Path) -> str:
-    fmt = OUTPUT_FORMATS.get(path.suffix.lower())
+    """The output's format from its extension (after a .gz/.bz2/.xz one)."""
+    inner = inner_path(path)
+    fmt = OUTPUT_FORMATS.get(inner.suffix.lower())
     if fmt is None:
         raise GptclsError(f"cannot tell the output format of {path}: use one of the extensions "
-                          f"{', '.join(sorted(OUTPUT_FORMATS))}")
+                          f"{', '.join(sorted(OUTPUT_FORMATS))} (the text ones may end in "
+                          f"{', '.join(COMPRESSORS)} too)")
+    if fmt == "parquet" and inner != path:
+        raise GptclsError(f"{path}: Parquet compresses its own columns; write {inner.name}")
     return fmt
+
+
+def compressor(path: Path) -> Any:
+    """The file class that compresses what is written to `path` (None: plain)."""
+    return COMPRESSORS.get(path.suffix.lower()) if inner_path(path) != path else None
 
 
 @dataclass
@@ -38,6 +58,7 @@ class OutputLayout:
     threshold: float | None
     arrow_schema: Any = None  # Parquet output only
     inputs_as_text: bool = False  # Parquet output of CSV/JSON input: input columns as strings
+    compressor: Any = None  # text output through gzip/bz2/lzma (the output's last extension)
 
     @classmethod
     def build(cls, source: RowSource, labels: list[str], threshold: float | None,
@@ -103,14 +124,16 @@ def join_parts(layout: OutputLayout, parts: Sequence[Path], fh: BinaryIO) -> Non
             for part in parts:  # one part in memory at a time
                 writer.write_table(pq.read_table(part, schema=layout.arrow_schema))
     else:
-        if layout.fmt in ("csv", "tsv"):
-            buf = io.StringIO()
-            csv.writer(buf, delimiter=_delimiter(layout), lineterminator="\n").writerow(
-                layout.columns)
-            fh.write(buf.getvalue().encode("utf-8"))
-        for part in parts:
-            with part.open("rb") as src:
-                shutil.copyfileobj(src, fh)
+        # Closing a compressor finishes its stream and leaves `fh` open (a file object given).
+        with layout.compressor(fh, mode="wb") if layout.compressor else nullcontext(fh) as dst:
+            if layout.fmt in ("csv", "tsv"):
+                buf = io.StringIO()
+                csv.writer(buf, delimiter=_delimiter(layout), lineterminator="\n").writerow(
+                    layout.columns)
+                dst.write(buf.getvalue().encode("utf-8"))
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, dst)
     fh.flush()
     os.fsync(fh.fileno())  # on disk before the rename makes it OUTPUT
 
