@@ -159,16 +159,12 @@ def test_train_classifies_the_chapter_examples_only_for_spam_and_ham(tmp_path, c
     from gptcls.data.examples import Example
     from gptcls.data.splits import write_split_csv
 
-    def run_with(labels):  # a run directory as far as its config.json's labels go
-        (tmp_path / "config.json").write_text(json.dumps({"labels": labels}))
-        return tmp_path
-
-    assert default_examples(run_with(["Ham", "SPAM"])) == EXAMPLES
-    assert default_examples(run_with(["world", "sports"])) == []  # no test.csv
+    assert default_examples(["Ham", "SPAM"], tmp_path) == EXAMPLES
+    assert default_examples(["world", "sports"], tmp_path) == []  # no test.csv
     rows = [Example("Stocks fall\nMarkets slide", "business"), Example("Cup final", "sports"),
             Example("Election day", "world")]
     write_split_csv(tmp_path / "test.csv", rows, ["business", "sports", "world"])
     with caplog.at_level(logging.INFO, logger="gptcls"):
-        texts = default_examples(run_with(["business", "sports", "world"]))
+        texts = default_examples(["business", "sports", "world"], tmp_path)
     assert texts == ["Stocks fall\nMarkets slide", "Cup final"]
     assert "true labels: business, sports" in caplog.text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from pathlib import Path
@@ -49,16 +48,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun rank 0 alone reports (and wrote the run directory)
     _print_training_summary(m, opts.out)
-    texts = default_examples(Path(opts.out)) if args.classify is None else args.classify
+    texts = default_examples(m["labels"], Path(opts.out)) if args.classify is None \
+        else args.classify
     if texts:
         print_predictions(Classifier.load(opts.out, device=opts.device), texts)
 
 
-def default_examples(run_dir: Path) -> list[str]:
+def default_examples(labels: list[str], run_dir: Path) -> list[str]:
     """What a run classifies when --classify is not given: the chapter's two messages for a
     spam/ham classifier; for any other labels (SMS examples mean nothing to a news classifier)
     the first two texts of the run's test split, their true labels said first."""
-    labels = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["labels"]
     if sorted(label.lower() for label in labels) == ["ham", "spam"]:
         return EXAMPLES
     from gptcls.data.splits import read_split_csv

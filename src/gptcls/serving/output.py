@@ -3,12 +3,9 @@ input's columns, then label, prob_<label>... and threshold), part files and thei
 
 from __future__ import annotations
 
-import bz2
 import csv
-import gzip
 import io
 import json
-import lzma
 import os
 import shutil
 from collections.abc import Sequence
@@ -17,17 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gptcls.data.formats.text import inner_path
+from gptcls.data.formats.text import COMPRESSED_SUFFIXES, OPENERS, inner_path
 from gptcls.data.sources import RowSource
 from gptcls.errors import GptclsError
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
                   ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
-
-
-# out.csv.gz, out.jsonl.xz, ...: the text formats written through a compressor.
-COMPRESSORS = {".gz": lambda fh, mode: gzip.GzipFile(fileobj=fh, mode=mode),
-               ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
 
 
 def output_format(path: Path) -> str:
@@ -37,15 +29,16 @@ def output_format(path: Path) -> str:
     if fmt is None:
         raise GptclsError(f"cannot tell the output format of {path}: use one of the extensions "
                           f"{', '.join(sorted(OUTPUT_FORMATS))} (the text ones may end in "
-                          f"{', '.join(COMPRESSORS)} too)")
+                          f"{', '.join(COMPRESSED_SUFFIXES)} too)")
     if fmt == "parquet" and inner != path:
         raise GptclsError(f"{path}: Parquet compresses its own columns; write {inner.name}")
     return fmt
 
 
 def compressor(path: Path) -> Any:
-    """The file class that compresses what is written to `path` (None: plain)."""
-    return COMPRESSORS.get(path.suffix.lower()) if inner_path(path) != path else None
+    """The opener that compresses what is written to `path` (out.csv.gz; None: plain)."""
+    kind = COMPRESSED_SUFFIXES.get(path.suffix.lower())
+    return OPENERS[kind] if kind else None
 
 
 @dataclass
@@ -58,7 +51,6 @@ class OutputLayout:
     threshold: float | None
     arrow_schema: Any = None  # Parquet output only
     inputs_as_text: bool = False  # Parquet output of CSV/JSON input: input columns as strings
-    compressor: Any = None  # text output through gzip/bz2/lzma (the output's last extension)
 
     @classmethod
     def build(cls, source: RowSource, labels: list[str], threshold: float | None,
@@ -115,8 +107,10 @@ def write_rows(layout: OutputLayout, rows: list[list[Any]], path: Path) -> None:
         pq.write_table(pa.Table.from_arrays(arrays, schema=layout.arrow_schema), path)
 
 
-def join_parts(layout: OutputLayout, parts: Sequence[Path], fh: BinaryIO) -> None:
-    """The whole output file into `fh`: header, then the parts in order, flushed to disk."""
+def join_parts(layout: OutputLayout, parts: Sequence[Path], fh: BinaryIO,
+               compress: Any = None) -> None:
+    """The whole output file into `fh`: header, then the parts in order, flushed to disk;
+    text formats through `compress` (an opener of `compressor`) when given."""
     if layout.fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -125,7 +119,7 @@ def join_parts(layout: OutputLayout, parts: Sequence[Path], fh: BinaryIO) -> Non
                 writer.write_table(pq.read_table(part, schema=layout.arrow_schema))
     else:
         # Closing a compressor finishes its stream and leaves `fh` open (a file object given).
-        with layout.compressor(fh, mode="wb") if layout.compressor else nullcontext(fh) as dst:
+        with compress(fh, "wb") if compress else nullcontext(fh) as dst:
             if layout.fmt in ("csv", "tsv"):
                 buf = io.StringIO()
                 csv.writer(buf, delimiter=_delimiter(layout), lineterminator="\n").writerow(

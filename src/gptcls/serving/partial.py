@@ -20,7 +20,7 @@ from typing import Any
 from gptcls.data.sources import RowSource
 from gptcls.errors import GptclsError
 from gptcls.files import atomic_write
-from gptcls.serving.output import OutputLayout, join_parts, write_rows
+from gptcls.serving.output import OutputLayout, compressor, join_parts, write_rows
 
 FINGERPRINT_FILE = "fingerprint.json"
 
@@ -90,5 +90,5 @@ class PartialDir:
         if missing:  # a process died without saying so: never write a file with a hole
             raise GptclsError(f"{self.dir} lacks {len(missing)} part(s) ({missing[0]}, ...); "
                               "run again with --resume")
-        atomic_write(self.out, lambda fh: join_parts(layout, parts, fh))
+        atomic_write(self.out, lambda fh: join_parts(layout, parts, fh, compressor(self.out)))
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -21,7 +21,7 @@ from gptcls.data.sources import RowSource, open_source
 from gptcls.distributed import Dist, barrier, from_env
 from gptcls.errors import GptclsError
 from gptcls.progress import progress as progress_bar
-from gptcls.serving.output import OutputLayout, compressor, output_format
+from gptcls.serving.output import OutputLayout, output_format
 from gptcls.serving.partial import PartialDir, fingerprint
 
 
@@ -74,7 +74,6 @@ def predict_file(run: Any, input_path: str | os.PathLike, output_path: str | os.
     try:
         layout = OutputLayout.build(source, clf.labels, clf.config.threshold, out_fmt,
                                     "labels" if clf.config.multi_label else "label")
-        layout.compressor = compressor(out)
         partial = PartialDir(out, fingerprint(src_path, run, source, layout, long_text,
                                               chunk_reduce))
         _agree(d, lambda: partial.open(resume))  # one process checks or creates it

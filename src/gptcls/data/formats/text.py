@@ -24,7 +24,10 @@ from gptcls.errors import GptclsError
 
 PROBE_BYTES = 8192
 _SCAN_CHUNK = 1 << 16
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+# Compression: the kind a file's first bytes say, the suffix a name ends in, and the opener,
+# which also takes a file object (and leaves it open when closed: predict's output).
+OPENERS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
+COMPRESSED_SUFFIXES = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
 # What a truncated or corrupt compressed stream raises while it is read.
 _STREAM_ERRORS = (EOFError, OSError, lzma.LZMAError, zlib.error)
 _WIDE = ("utf-16", "utf-32")  # codecs whose text is full of NUL bytes
@@ -75,8 +78,8 @@ def compression(path: Path) -> str | None:
 
 def open_bytes(path: Path) -> BinaryIO:
     """The file's bytes, decompressed if it is a gzip, bzip2 or xz file."""
-    opener = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}.get(compression(path) or "")
-    return opener(path, "rb") if opener else path.open("rb")
+    kind = compression(path)
+    return OPENERS[kind](path, "rb") if kind else path.open("rb")
 
 
 def inner_path(path: Path) -> Path:
